@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/proxy"
+	"github.com/portico-proxy/portico/tlsmgr"
+)
+
+// drainTimeout bounds how long SIGTERM waits for in-flight requests.
+const drainTimeout = 30 * time.Second
+
+func newLogger(format string, w io.Writer) (*zap.Logger, error) {
+	var enc zapcore.Encoder
+	switch format {
+	case "json", "":
+		ec := zap.NewProductionEncoderConfig()
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc = zapcore.NewJSONEncoder(ec)
+	case "console":
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
+		return nil, fmt.Errorf("-log-format %q: use json or console", format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), zap.InfoLevel)), nil
+}
+
+// app is a running Portico: the config in force, the certificate manager and
+// the proxy. reload is shared by SIGHUP and the admin API.
+type app struct {
+	path   string
+	logger *zap.Logger
+	certs  *tlsmgr.Manager
+	srv    *proxy.Server
+
+	mu  sync.Mutex
+	cfg *config.Config
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	var c commonFlags
+	fs := newFlagSet("run", stderr, &c)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	logger, err := newLogger(c.logFormat, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "portico:", err)
+		return 2
+	}
+	defer logger.Sync()
+	cfg, err := config.Load(c.config)
+	if err != nil {
+		printConfigErrors(stderr, c.config, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		logger.Warn("config warning", zap.String("warning", w))
+	}
+	a := &app{path: c.config, logger: logger, cfg: cfg}
+	if err := a.start(); err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	return a.wait()
+}
+
+func (a *app) start() error {
+	certs, err := tlsmgr.New(a.cfg, a.logger.Named("tls"))
+	if err != nil {
+		return err
+	}
+	a.certs = certs
+	srv, err := proxy.New(a.cfg, certs, a.logger.Named("proxy"))
+	if err != nil {
+		return err
+	}
+	a.srv = srv
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	httpAddr, httpsAddr := srv.Addrs()
+	a.logger.Info("portico started", zap.String("version", versionString()), zap.String("config", a.cfg.Path),
+		zap.String("http", httpAddr), zap.String("https", httpsAddr), zap.Int("sites", len(a.cfg.Sites)))
+	certs.Start()
+	certs.Apply(context.Background(), a.cfg)
+	return nil
+}
+
+// reload re-reads the config file. A valid config replaces the running one
+// atomically; an invalid one is reported with every problem and changes
+// nothing.
+func (a *app) reload() error {
+	cfg, err := config.Load(a.path)
+	if err != nil {
+		var problems []string
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			for _, p := range errs {
+				problems = append(problems, p.Error())
+			}
+		} else {
+			problems = []string{err.Error()}
+		}
+		a.logger.Error("reload refused: the running config stays", zap.String("config", a.path), zap.Strings("problems", problems))
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.srv.Swap(cfg); err != nil {
+		a.logger.Error("reload refused: the running config stays", zap.Error(err))
+		return err
+	}
+	a.certs.Apply(context.Background(), cfg)
+	a.cfg = cfg
+	for _, w := range cfg.Warnings {
+		a.logger.Warn("config warning", zap.String("warning", w))
+	}
+	a.logger.Info("config reloaded", zap.String("config", cfg.Path), zap.Int("sites", len(cfg.Sites)))
+	return nil
+}
+
+func (a *app) wait() int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			a.reload()
+			continue
+		}
+		a.logger.Info("shutting down: draining in-flight requests", zap.String("signal", sig.String()), zap.Duration("limit", drainTimeout))
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		err := a.srv.Shutdown(ctx)
+		cancel()
+		a.certs.Stop()
+		if err != nil {
+			a.logger.Warn("drain cut short", zap.Error(err))
+		}
+		a.logger.Info("stopped")
+		return 0
+	}
+	return 0
+}

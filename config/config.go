@@ -1,0 +1,178 @@
+// Package config holds Portico's configuration schema: the TOML file an
+// operator writes, its defaults, and the validation that turns a bad file into
+// errors naming the file, the line, the key and a fix.
+//
+// Load is pure: it reads the config file (and checks that the files it names
+// exist) but touches no network and no storage, so `portico validate` and a
+// reload can call it freely.
+package config
+
+import (
+	"time"
+)
+
+// Config is a loaded, defaulted and validated configuration.
+type Config struct {
+	ACME         ACME          `toml:"acme"`
+	Listen       Listen        `toml:"listen"`
+	Storage      Storage       `toml:"storage"`
+	Renewal      Renewal       `toml:"renewal"`
+	Sites        []Site        `toml:"site"`
+	Certificates []Certificate `toml:"certificate"`
+	Notify       []Notify      `toml:"notify"`
+	SMTP         SMTP          `toml:"smtp"`
+
+	// Path is the file the config was loaded from; relative paths in the
+	// config are resolved against its directory.
+	Path string `toml:"-"`
+	// Warnings are things that are allowed but that an operator should know
+	// (for example what an HSTS max-age commits them to). `portico validate`
+	// prints them; `portico run` logs them.
+	Warnings []string `toml:"-"`
+	// ACMEDefined reports whether the file had an [acme] table. Without one,
+	// only names covered by [[certificate]] may be served.
+	ACMEDefined bool `toml:"-"`
+}
+
+// ACME configures the certificate authority and the account Portico uses.
+type ACME struct {
+	// Email is the account contact: the operator, who is the subscriber.
+	Email string `toml:"email"`
+	// AgreeTOS must be true: the CA's terms are read from its directory.
+	AgreeTOS bool `toml:"agree_tos"`
+	// CA is the ACME directory URL, or "local" for Portico's own local CA.
+	CA string `toml:"ca"`
+	// CARoots are PEM files with extra roots trusted for the CA's HTTPS endpoint.
+	CARoots []string `toml:"ca_roots"`
+	// Challenges are the ACME challenge types Portico may solve.
+	Challenges []string `toml:"challenges"`
+	// KeyTypes are the certificate key types; each name gets one certificate per type.
+	KeyTypes []string `toml:"key_types"`
+	// AccountKeyType is the ACME account key type.
+	AccountKeyType string `toml:"account_key_type"`
+	// Profile is the ACME profile asked of the CA ("" = the CA's default).
+	Profile string `toml:"profile"`
+}
+
+// Listen says where Portico listens.
+type Listen struct {
+	// HTTP is the plain-HTTP address: http-01 answers and redirects.
+	HTTP string `toml:"http"`
+	// HTTPS is the TLS address.
+	HTTPS string `toml:"https"`
+	// Admin is the admin API address ("" disables it); a path is a unix socket.
+	Admin string `toml:"admin"`
+}
+
+// Storage selects where certificates, keys, the ACME account and the
+// renewal ledger live.
+type Storage struct {
+	// Backend is "file" (default) or "redis".
+	Backend string `toml:"backend"`
+	// Path is the file backend's directory; relative to the config file.
+	Path string `toml:"path"`
+	// RedisURL is the redis backend's URL: redis:// or rediss://.
+	RedisURL string `toml:"redis_url"`
+	// Prefix namespaces every key so several fleets can share one Redis.
+	Prefix string `toml:"prefix"`
+}
+
+// Renewal configures when and how certificates are renewed.
+type Renewal struct {
+	// Ratio is the fraction of a certificate's lifetime left at which it is
+	// renewed when the CA offers no ARI window.
+	Ratio float64 `toml:"ratio"`
+	// CheckInterval is how often due dates are checked.
+	CheckInterval Duration `toml:"check_interval"`
+	// MaxConcurrent caps orders in flight at once across the fleet.
+	MaxConcurrent int `toml:"max_concurrent"`
+	// Backoff is the retry schedule after failures; its last step repeats.
+	Backoff []Duration `toml:"backoff"`
+}
+
+// Site is one [[site]]: a set of hosts served the same way.
+type Site struct {
+	Hosts         []string `toml:"hosts"`
+	Upstreams     []string `toml:"upstreams"`
+	RedirectHTTPS *bool    `toml:"redirect_https"`
+	HSTSMaxAge    Duration `toml:"hsts_max_age"`
+	Respond       string   `toml:"respond"`
+}
+
+// Redirects reports whether plain HTTP requests for the site get a 308 to
+// HTTPS (the default) instead of being proxied.
+func (s Site) Redirects() bool { return s.RedirectHTTPS == nil || *s.RedirectHTTPS }
+
+// Certificate is a certificate the operator brings: PEM files served for the
+// names they cover, which are then not ordered over ACME.
+type Certificate struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+// Notify is one [[notify]] target for failures and expiry warnings.
+type Notify struct {
+	Webhook string `toml:"webhook"`
+	Email   string `toml:"email"`
+}
+
+// SMTP is the mail relay used by email notifications.
+type SMTP struct {
+	Host     string `toml:"host"`
+	Port     int    `toml:"port"`
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+	From     string `toml:"from"`
+}
+
+// Duration is a time.Duration written in TOML as a Go duration string
+// ("10m", "1440h").
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Default values, exported so the README's reference and tests name the same numbers.
+const (
+	DefaultCA            = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultHTTP          = ":80"
+	DefaultHTTPS         = ":443"
+	DefaultStoragePath   = "data"
+	DefaultPrefix        = "portico"
+	DefaultRatio         = 1.0 / 3.0
+	DefaultCheckInterval = 10 * time.Minute
+	DefaultMaxConcurrent = 4
+	DefaultAccountKey    = "p256"
+)
+
+// DefaultKeyTypes are the certificate key types when key_types is not set:
+// RSA for every client, ECDSA for those that support it.
+func DefaultKeyTypes() []string { return []string{"rsa2048", "p256"} }
+
+// DefaultChallenges are the challenge types when challenges is not set.
+func DefaultChallenges() []string { return []string{"http-01", "tls-alpn-01"} }
+
+// DefaultBackoff is the guide's retry schedule: 1 min, 10 min, 100 min, then daily.
+func DefaultBackoff() []Duration {
+	return []Duration{Duration(time.Minute), Duration(10 * time.Minute), Duration(100 * time.Minute), Duration(24 * time.Hour)}
+}
+
+// AllowedKeyTypes is the key policy: the only key types accepted for
+// certificates and the ACME account.
+func AllowedKeyTypes() []string { return []string{"rsa2048", "rsa3072", "rsa4096", "p256", "p384"} }
+
+// IsRSA reports whether a key type name is an RSA type.
+func IsRSA(keyType string) bool { return len(keyType) > 3 && keyType[:3] == "rsa" }

@@ -1,0 +1,475 @@
+package config
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Load reads, defaults and validates the config file at path. On any problem
+// it returns Errors listing every one found, each with file, line, key and fix.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w (fix: pass the right file with -config)", path, err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load for config text already in memory; path is used for error
+// messages and to resolve relative paths.
+func Parse(path string, data []byte) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	v := &validator{file: path, dir: filepath.Dir(abs), lines: indexLines(string(data))}
+	cfg := &Config{Path: abs}
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Errors{{File: path, Line: pe.Position.Line, Msg: pe.Message, Fix: "correct the TOML syntax on that line"}}
+		}
+		// type errors ("expected string, got integer") name the key but not the line
+		return nil, Errors{{File: path, Msg: err.Error(), Fix: "see the configuration reference in README.md for the key's type"}}
+	}
+	for _, k := range md.Undecoded() {
+		path := k.String()
+		v.problems = append(v.problems, Problem{File: v.file, Line: v.lines.line(path), Key: path,
+			Msg: "unknown key", Fix: unknownKeyFix(k)})
+	}
+	cfg.ACMEDefined = md.IsDefined("acme")
+	v.resolvePlaceholders(cfg)
+	applyDefaults(cfg, md)
+	v.validate(cfg)
+	if len(v.problems) > 0 {
+		return nil, Errors(v.problems)
+	}
+	cfg.Warnings = v.warnings
+	return cfg, nil
+}
+
+func unknownKeyFix(k toml.Key) string {
+	known := knownKeys(k[:len(k)-1])
+	if len(known) == 0 {
+		return "remove it; see the configuration reference in README.md"
+	}
+	last := k[len(k)-1]
+	for _, c := range known {
+		if editDistance(c, last) <= 2 {
+			return fmt.Sprintf("did you mean %q?", c)
+		}
+	}
+	return "allowed here: " + strings.Join(known, ", ")
+}
+
+// knownKeys lists the keys allowed in a table, from the schema's toml tags.
+func knownKeys(table []string) []string {
+	var t any = Config{}
+	for _, name := range table {
+		f, ok := fieldByTag(t, name)
+		if !ok {
+			return nil
+		}
+		t = f
+	}
+	return tagsOf(t)
+}
+
+func applyDefaults(cfg *Config, md toml.MetaData) {
+	a := &cfg.ACME
+	if a.CA == "" {
+		a.CA = DefaultCA
+	}
+	if len(a.Challenges) == 0 {
+		a.Challenges = DefaultChallenges()
+	}
+	if len(a.KeyTypes) == 0 {
+		a.KeyTypes = DefaultKeyTypes()
+	}
+	if a.AccountKeyType == "" {
+		a.AccountKeyType = DefaultAccountKey
+	}
+	if cfg.Listen.HTTP == "" && !md.IsDefined("listen", "http") {
+		cfg.Listen.HTTP = DefaultHTTP
+	}
+	if cfg.Listen.HTTPS == "" && !md.IsDefined("listen", "https") {
+		cfg.Listen.HTTPS = DefaultHTTPS
+	}
+	s := &cfg.Storage
+	if s.Backend == "" {
+		s.Backend = "file"
+	}
+	if s.Path == "" {
+		s.Path = DefaultStoragePath
+	}
+	if !filepath.IsAbs(s.Path) {
+		s.Path = filepath.Join(filepath.Dir(cfg.Path), s.Path)
+	}
+	if s.Prefix == "" {
+		s.Prefix = DefaultPrefix
+	}
+	r := &cfg.Renewal
+	if !md.IsDefined("renewal", "ratio") {
+		r.Ratio = DefaultRatio
+	}
+	if r.CheckInterval == 0 {
+		r.CheckInterval = Duration(DefaultCheckInterval)
+	}
+	if r.MaxConcurrent == 0 {
+		r.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if len(r.Backoff) == 0 {
+		r.Backoff = DefaultBackoff()
+	}
+	if cfg.SMTP.Port == 0 {
+		cfg.SMTP.Port = 587
+	}
+	for i := range cfg.Sites {
+		for j, h := range cfg.Sites[i].Hosts {
+			cfg.Sites[i].Hosts[j] = strings.ToLower(strings.TrimSuffix(h, "."))
+		}
+	}
+}
+
+type validator struct {
+	file     string
+	dir      string
+	lines    lineIndex
+	problems []Problem
+	warnings []string
+}
+
+// bad records a problem at a key path such as "site.1.hosts".
+func (v *validator) bad(path, fix, format string, args ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: v.lines.line(path), Key: display(path),
+		Msg: fmt.Sprintf(format, args...), Fix: fix})
+}
+
+// display turns "site.1.hosts" into "site[2].hosts": sites are numbered from 1
+// for operators.
+func display(path string) string {
+	parts := strings.Split(path, ".")
+	var b strings.Builder
+	for i, p := range parts {
+		if n, err := strconv.Atoi(p); err == nil && i > 0 {
+			fmt.Fprintf(&b, "[%d]", n+1)
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+func (v *validator) validate(cfg *Config) {
+	v.validateListen(cfg)
+	v.validateStorage(cfg)
+	v.validateRenewal(cfg)
+	covered := v.validateCertificates(cfg)
+	needACME := v.validateSites(cfg, covered)
+	if cfg.ACMEDefined || needACME {
+		v.validateACME(cfg)
+	}
+	v.validateNotify(cfg)
+}
+
+func (v *validator) validateACME(cfg *Config) {
+	a := &cfg.ACME
+	local := a.CA == "local"
+	if local {
+		// Portico's own CA has no account and no terms
+	} else if strings.TrimSpace(a.Email) == "" {
+		v.bad("acme.email", `set email = "you@example.net": the CA's account contact is the operator`, "missing: an ACME account needs the operator's email")
+	} else if !strings.Contains(a.Email, "@") || strings.ContainsAny(a.Email, " <>") {
+		v.bad("acme.email", "write a plain address such as ops@example.net", "%q is not an email address", a.Email)
+	}
+	if !a.AgreeTOS && !local {
+		v.bad("acme.agree_tos", "read the CA's terms of service (its URL is logged at start) and set agree_tos = true",
+			"must be true: the CA requires agreement to its terms")
+	}
+	if a.CA != "local" {
+		u, err := url.Parse(a.CA)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.bad("acme.ca", `use the CA's ACME directory URL (https://...) or "local"`, "%q is not an ACME directory URL", a.CA)
+		}
+	}
+	for i, root := range a.CARoots {
+		path := v.resolve(root)
+		a.CARoots[i] = path
+		data, err := os.ReadFile(path)
+		if err != nil {
+			v.bad("acme.ca_roots", "point to a readable PEM file with the CA's root certificate", "cannot read %s: %v", path, unwrapPathErr(err))
+			continue
+		}
+		if !hasPEMCert(data) {
+			v.bad("acme.ca_roots", "the file must hold PEM \"CERTIFICATE\" blocks", "%s holds no PEM certificate", path)
+		}
+	}
+	for _, c := range a.Challenges {
+		if !slices.Contains([]string{"http-01", "tls-alpn-01", "dns-01"}, c) {
+			v.bad("acme.challenges", "allowed: http-01, tls-alpn-01, dns-01", "unknown challenge type %q", c)
+		}
+	}
+	if slices.Contains(a.Challenges, "dns-01") {
+		v.bad("acme.challenges", "use http-01 and tls-alpn-01 for now", "dns-01 needs an [acme.dns] provider, which this version does not support yet")
+	}
+	var rsa, ec int
+	for _, kt := range a.KeyTypes {
+		if !slices.Contains(AllowedKeyTypes(), kt) {
+			v.bad("acme.key_types", "allowed: "+strings.Join(AllowedKeyTypes(), ", "), "key type %q is not allowed by the key policy", kt)
+			continue
+		}
+		if IsRSA(kt) {
+			rsa++
+		} else {
+			ec++
+		}
+	}
+	if rsa > 1 || ec > 1 {
+		v.bad("acme.key_types", `for example key_types = ["rsa2048", "p256"]`, "at most one RSA and one ECDSA key type (got %v)", a.KeyTypes)
+	}
+	if !slices.Contains(AllowedKeyTypes(), a.AccountKeyType) {
+		v.bad("acme.account_key_type", "allowed: "+strings.Join(AllowedKeyTypes(), ", "), "key type %q is not allowed by the key policy", a.AccountKeyType)
+	}
+}
+
+func (v *validator) validateListen(cfg *Config) {
+	for key, addr := range map[string]string{"listen.http": cfg.Listen.HTTP, "listen.https": cfg.Listen.HTTPS} {
+		if addr == "" {
+			continue // "" disables the listener
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || !validPort(port) {
+			v.bad(key, `write host:port, e.g. ":443" or "127.0.0.1:8443"`, "%q is not a listen address", addr)
+		}
+	}
+	if cfg.Listen.HTTPS == "" {
+		v.bad("listen.https", `set https = ":443"`, "the HTTPS listener cannot be disabled")
+	}
+	if a := cfg.Listen.Admin; a != "" && !strings.Contains(a, "/") {
+		if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
+			v.bad("listen.admin", `write host:port such as "127.0.0.1:2019", a unix socket path, or "" to disable`, "%q is not a listen address", a)
+		}
+	}
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func (v *validator) validateStorage(cfg *Config) {
+	s := &cfg.Storage
+	switch s.Backend {
+	case "file":
+	case "redis":
+		u, err := url.Parse(s.RedisURL)
+		if s.RedisURL == "" {
+			v.bad("storage.redis_url", `set redis_url = "redis://host:6379/0"`, "missing: the redis backend needs a URL")
+		} else if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			v.bad("storage.redis_url", "use redis://[user:password@]host:port/db or rediss:// for TLS", "not a Redis URL (scheme %q)", schemeOf(s.RedisURL))
+		}
+	default:
+		v.bad("storage.backend", `use "file" or "redis"`, "unknown backend %q", s.Backend)
+	}
+}
+
+// schemeOf returns only the scheme of a URL, so that an error never echoes a
+// password written in it.
+func schemeOf(raw string) string {
+	if i := strings.Index(raw, "://"); i >= 0 {
+		return raw[:i]
+	}
+	return ""
+}
+
+func (v *validator) validateRenewal(cfg *Config) {
+	r := &cfg.Renewal
+	if r.Ratio <= 0 || r.Ratio >= 1 {
+		v.bad("renewal.ratio", "use a fraction such as 0.3333 (one third of the lifetime left)", "%v is not between 0 and 1", r.Ratio)
+	}
+	if r.CheckInterval.Std() < time.Second {
+		v.bad("renewal.check_interval", `use a duration of at least "1s", e.g. "10m"`, "%v is too short", r.CheckInterval.Std())
+	}
+	if r.MaxConcurrent < 1 {
+		v.bad("renewal.max_concurrent", "use 1 or more", "%d orders at once would stop all renewals", r.MaxConcurrent)
+	}
+	for _, d := range r.Backoff {
+		if d.Std() <= 0 {
+			v.bad("renewal.backoff", `use positive durations, e.g. ["1m", "10m", "100m", "24h"]`, "step %v is not positive", d.Std())
+		}
+	}
+}
+
+// validateCertificates checks [[certificate]] files and returns the names they
+// cover, which need no ACME.
+func (v *validator) validateCertificates(cfg *Config) map[string]bool {
+	covered := map[string]bool{}
+	for i := range cfg.Certificates {
+		c := &cfg.Certificates[i]
+		base := fmt.Sprintf("certificate.%d", i)
+		c.Cert, c.Key = v.resolve(c.Cert), v.resolve(c.Key)
+		names, err := CertificateNames(c.Cert, c.Key)
+		if err != nil {
+			v.bad(base, "cert must be a PEM chain (leaf first) and key its PEM private key", "%v", err)
+			continue
+		}
+		for _, n := range names {
+			covered[strings.ToLower(n)] = true
+		}
+	}
+	return covered
+}
+
+// validateSites checks every site and reports whether any host needs a
+// certificate from ACME.
+func (v *validator) validateSites(cfg *Config, covered map[string]bool) bool {
+	owner := map[string]int{}
+	needACME := false
+	for i := range cfg.Sites {
+		s := &cfg.Sites[i]
+		base := fmt.Sprintf("site.%d", i)
+		if len(s.Hosts) == 0 {
+			v.bad(base+".hosts", `list the names this site answers, e.g. hosts = ["app.example.net"]`, "missing: a site needs at least one host")
+		}
+		for _, h := range s.Hosts {
+			if err := CheckHost(h); err != nil {
+				v.bad(base+".hosts", "use a DNS name such as app.example.net (letters, digits, hyphens; * only as the whole first label)", "%q: %v", h, err)
+				continue
+			}
+			if j, dup := owner[h]; dup {
+				v.bad(base+".hosts", "keep each host in one site only", "%q is already in site[%d]", h, j+1)
+				continue
+			}
+			owner[h] = i
+			if strings.HasPrefix(h, "*.") && !covered[h] && !slices.Contains(cfg.ACME.Challenges, "dns-01") {
+				v.bad(base+".hosts", `wildcard certificates need challenges = ["dns-01"] in [acme], or a [[certificate]] that covers the name`,
+					"wildcard host %q cannot be validated with %s", h, strings.Join(cfg.ACME.Challenges, "/"))
+			}
+			if !covered[h] && !coveredByWildcard(h, covered) {
+				needACME = true
+			}
+		}
+		switch {
+		case len(s.Upstreams) == 0 && s.Respond == "":
+			v.bad(base, `add upstreams = ["http://127.0.0.1:8080"] or respond = "text"`, "a site needs upstreams or respond")
+		case len(s.Upstreams) > 0 && s.Respond != "":
+			v.bad(base+".respond", "keep either upstreams or respond", "a site cannot have both upstreams and respond")
+		}
+		for _, up := range s.Upstreams {
+			if err := checkUpstream(up); err != nil {
+				v.bad(base+".upstreams", "write upstreams as http://host:port or https://host:port", "%q: %v", up, err)
+			}
+		}
+		if s.HSTSMaxAge < 0 {
+			v.bad(base+".hsts_max_age", `use "0s" (off) or a positive duration such as "1440h"`, "negative duration")
+		} else if s.HSTSMaxAge > 0 && len(s.Hosts) > 0 {
+			v.warnings = append(v.warnings, fmt.Sprintf(
+				"site[%d] (%s): hsts_max_age = %q tells browsers to refuse plain HTTP for this site for %s after their last visit: moving it later to a host without HTTPS breaks it for returning visitors, and certificate errors can no longer be clicked through",
+				i+1, s.Hosts[0], time.Duration(s.HSTSMaxAge).String(), humanDuration(s.HSTSMaxAge.Std())))
+		}
+	}
+	return needACME
+}
+
+func coveredByWildcard(h string, covered map[string]bool) bool {
+	if dot := strings.IndexByte(h, '.'); dot > 0 {
+		return covered["*"+h[dot:]]
+	}
+	return false
+}
+
+func humanDuration(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d days", int(d.Hours()/24))
+	}
+	return d.String()
+}
+
+func checkUpstream(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("scheme must be http or https, not %q", u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return errors.New("no host")
+	}
+	if p := u.Port(); p != "" && !validPort(p) {
+		return fmt.Errorf("bad port %q", p)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return errors.New("no query, fragment or credentials allowed")
+	}
+	return nil
+}
+
+func (v *validator) validateNotify(cfg *Config) {
+	for i, n := range cfg.Notify {
+		base := fmt.Sprintf("notify.%d", i)
+		switch {
+		case n.Webhook != "" && n.Email != "":
+			v.bad(base, "use one [[notify]] per target", "webhook and email in one [[notify]]")
+		case n.Webhook != "":
+			if u, err := url.Parse(n.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.bad(base+".webhook", "write an http(s):// URL", "not a webhook URL")
+			}
+		case n.Email != "":
+			if !strings.Contains(n.Email, "@") {
+				v.bad(base+".email", "write an address such as ops@example.net", "%q is not an email address", n.Email)
+			}
+			if cfg.SMTP.Host == "" || cfg.SMTP.From == "" {
+				v.bad("smtp", "add [smtp] with host, port, username, password and from", "email notifications need an SMTP relay")
+			}
+		default:
+			v.bad(base, `set webhook = "https://..." or email = "ops@example.net"`, "empty [[notify]]")
+		}
+	}
+}
+
+// resolve makes a path from the config absolute, relative to the config's folder.
+func (v *validator) resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(v.dir, p)
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func hasPEMCert(data []byte) bool {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return false
+		}
+		if b.Type == "CERTIFICATE" {
+			if _, err := x509.ParseCertificate(b.Bytes); err == nil {
+				return true
+			}
+		}
+	}
+}

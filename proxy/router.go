@@ -1,0 +1,68 @@
+package proxy
+
+import (
+	"strings"
+)
+
+// Router maps a request's host to its site. Lookups are O(1) in the number of
+// hosts: one map probe for the exact name and, failing that, one for the
+// wildcard of its parent domain.
+type Router struct {
+	exact    map[string]*Site
+	wildcard map[string]*Site // key: ".example.net" for "*.example.net"
+}
+
+func newRouter() *Router {
+	return &Router{exact: map[string]*Site{}, wildcard: map[string]*Site{}}
+}
+
+func (r *Router) add(host string, s *Site) {
+	if rest, ok := strings.CutPrefix(host, "*"); ok {
+		r.wildcard[rest] = s
+		return
+	}
+	r.exact[host] = s
+}
+
+// Lookup returns the site for a Host header or SNI value (port and trailing
+// dot ignored, case-insensitive), or nil. An exact host wins over a wildcard.
+func (r *Router) Lookup(host string) *Site {
+	host = stripPort(host)
+	if n := len(host); n > 0 && host[n-1] == '.' {
+		host = host[:n-1]
+	}
+	if hasUpper(host) {
+		host = strings.ToLower(host)
+	}
+	if s := r.exact[host]; s != nil {
+		return s
+	}
+	if dot := strings.IndexByte(host, '.'); dot > 0 {
+		return r.wildcard[host[dot:]]
+	}
+	return nil
+}
+
+// stripPort removes a ":port" suffix, keeping bracketed IPv6 literals whole
+// (without the brackets).
+func stripPort(host string) string {
+	if len(host) > 0 && host[0] == '[' {
+		if end := strings.IndexByte(host, ']'); end > 0 {
+			return host[1:end]
+		}
+		return host
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host, ':') == i {
+		return host[:i]
+	}
+	return host
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,224 @@
+// Package proxy holds Portico's listeners: :80 for ACME http-01 answers and
+// redirects, :443 for TLS, routing by Host to sites and reverse proxying to
+// their upstreams, graceful reload and shutdown. Certificates come from a
+// Certificates implementation (tlsmgr.Manager); proxy never talks ACME or
+// storage itself.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/portico-proxy/portico/config"
+)
+
+// Certificates is what the proxy needs from the certificate manager.
+type Certificates interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	HTTPChallengeHandler(next http.Handler) http.Handler
+}
+
+// Server is Portico's front: an HTTP and an HTTPS listener sharing one
+// router, which Swap replaces atomically.
+type Server struct {
+	logger    *zap.Logger
+	certs     Certificates
+	transport *http.Transport
+	router    atomic.Pointer[Router]
+
+	httpAddr, httpsAddr string
+	httpsPort           string // "" when 443: left out of redirects
+
+	mu       sync.Mutex
+	servers  []*http.Server
+	httpLn   net.Listener
+	httpsLn  net.Listener
+	serveErr chan error
+}
+
+// New builds a server for cfg. It does not listen until Start.
+func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, error) {
+	s := &Server{
+		logger:    logger,
+		certs:     certs,
+		transport: newTransport(),
+		httpAddr:  cfg.Listen.HTTP,
+		httpsAddr: cfg.Listen.HTTPS,
+		serveErr:  make(chan error, 2),
+	}
+	if err := s.Swap(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newTransport is the upstream transport shared by every site, so pooled
+// upstream connections survive reloads.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil, // never send upstream traffic through an environment proxy
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     false, // upstreams speak HTTP/1.1; h2 is for clients
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Swap replaces the routing table with one built from cfg. Requests already
+// routed finish on their old site; new ones see the new table. Listener
+// addresses are fixed at start.
+func (s *Server) Swap(cfg *config.Config) error {
+	r := newRouter()
+	for _, sc := range cfg.Sites {
+		site, err := newSite(sc, s.transport, s.logger)
+		if err != nil {
+			return fmt.Errorf("site %s: %w", sc.Hosts[0], err)
+		}
+		for _, h := range sc.Hosts {
+			r.add(h, site)
+		}
+	}
+	s.router.Store(r)
+	if s.httpAddr != "" && (cfg.Listen.HTTP != s.httpAddr || cfg.Listen.HTTPS != s.httpsAddr) {
+		s.logger.Warn("listen addresses changed in the config; they take effect at the next restart",
+			zap.String("http", cfg.Listen.HTTP), zap.String("https", cfg.Listen.HTTPS))
+	}
+	return nil
+}
+
+// TLSConfig is the :443 configuration: TLS 1.2 and 1.3 only, AEAD suites with
+// forward secrecy only, h2 and HTTP/1.1, and acme-tls/1 for tls-alpn-01.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		NextProtos:     []string{"h2", "http/1.1", "acme-tls/1"},
+		GetCertificate: s.certs.GetCertificate,
+	}
+}
+
+// Start opens the listeners and serves in the background. An address in use
+// or not permitted is returned at once, before anything is served.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ln, err := net.Listen("tcp", s.httpsAddr)
+	if err != nil {
+		return fmt.Errorf("listen https on %s: %w", s.httpsAddr, listenHint(err))
+	}
+	s.httpsLn = ln
+	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && port != "443" {
+		s.httpsPort = port
+	}
+	https := &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTPS),
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(s.logger.Named("https")),
+	}
+	s.servers = append(s.servers, https)
+	go func() { s.serveErr <- https.ServeTLS(ln, "", "") }()
+	if s.httpAddr != "" {
+		hl, err := net.Listen("tcp", s.httpAddr)
+		if err != nil {
+			return fmt.Errorf("listen http on %s: %w", s.httpAddr, listenHint(err))
+		}
+		s.httpLn = hl
+		plain := &http.Server{
+			Handler:           s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP)),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
+		}
+		s.servers = append(s.servers, plain)
+		go func() { s.serveErr <- plain.Serve(hl) }()
+	}
+	return nil
+}
+
+func listenHint(err error) error {
+	if errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("%w (ports below 1024 need root or CAP_NET_BIND_SERVICE; or listen on a high port)", err)
+	}
+	return err
+}
+
+// Addrs returns the bound HTTP and HTTPS addresses ("" when not listening).
+func (s *Server) Addrs() (httpAddr, httpsAddr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.httpLn != nil {
+		httpAddr = s.httpLn.Addr().String()
+	}
+	if s.httpsLn != nil {
+		httpsAddr = s.httpsLn.Addr().String()
+	}
+	return
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := s.servers
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			srv.Close()
+		}
+	}
+	s.transport.CloseIdleConnections()
+	return errors.Join(errs...)
+}
+
+func (s *Server) serveHTTPS(w http.ResponseWriter, r *http.Request) {
+	site := s.router.Load().Lookup(r.Host)
+	if site == nil {
+		http.Error(w, "404 Not Found: no site is configured for this host", http.StatusNotFound)
+		return
+	}
+	site.ServeHTTP(w, r)
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	site := s.router.Load().Lookup(r.Host)
+	if site == nil {
+		http.Error(w, "404 Not Found: no site is configured for this host", http.StatusNotFound)
+		return
+	}
+	if site.redirect {
+		host := stripPort(r.Host)
+		if s.httpsPort != "" {
+			host = net.JoinHostPort(host, s.httpsPort)
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+		return
+	}
+	site.ServeHTTP(w, r)
+}

@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/portico-proxy/portico/config"
+)
+
+// Site serves one [[site]]: a fixed answer or its upstream pool, with HSTS
+// on HTTPS responses when configured.
+type Site struct {
+	name     string // first host, for logs
+	redirect bool
+	hsts     string // Strict-Transport-Security value, or ""
+	respond  []byte
+	pool     *Pool
+	proxy    *httputil.ReverseProxy
+}
+
+func newSite(sc config.Site, transport http.RoundTripper, logger *zap.Logger) (*Site, error) {
+	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects()}
+	if d := sc.HSTSMaxAge.Std(); d > 0 {
+		s.hsts = "max-age=" + strconv.FormatInt(int64(d/time.Second), 10)
+	}
+	if sc.Respond != "" {
+		s.respond = []byte(sc.Respond)
+		return s, nil
+	}
+	pool, err := newPool(sc.Upstreams, transport)
+	if err != nil {
+		return nil, err
+	}
+	s.pool = pool
+	log := logger.With(zap.String("site", s.name))
+	s.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Rewrite starts from a request without hop-by-hop and
+			// X-Forwarded-* headers: the client's are replaced, never
+			// trusted or appended to.
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: pool,
+		ErrorLog:  zap.NewStdLog(log),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var down *UpstreamsDownError
+			if errors.As(err, &down) {
+				log.Error("every upstream is down", zap.Strings("upstreams", down.Failures))
+				http.Error(w, "502 Bad Gateway: no upstream of this site is reachable", http.StatusBadGateway)
+				return
+			}
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			log.Warn("upstream request failed", zap.String("path", r.URL.Path), zap.Error(err))
+			http.Error(w, "502 Bad Gateway: the upstream did not answer", http.StatusBadGateway)
+		},
+	}
+	return s, nil
+}
+
+// ServeHTTP answers a request routed to this site.
+func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.hsts != "" && r.TLS != nil {
+		w.Header()["Strict-Transport-Security"] = []string{s.hsts}
+	}
+	if s.respond != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write(s.respond)
+		return
+	}
+	s.proxy.ServeHTTP(w, r)
+}

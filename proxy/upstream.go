@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+)
+
+// Pool is a site's upstreams, used round-robin. A request whose connection to
+// one upstream cannot be made moves to the next, so one dead upstream costs a
+// failed dial, not a failed request.
+type Pool struct {
+	upstreams []*url.URL
+	next      atomic.Uint64
+	transport http.RoundTripper
+}
+
+func newPool(raw []string, transport http.RoundTripper) (*Pool, error) {
+	p := &Pool{transport: transport}
+	for _, r := range raw {
+		u, err := url.Parse(r)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", r, err)
+		}
+		p.upstreams = append(p.upstreams, u)
+	}
+	return p, nil
+}
+
+// UpstreamsDownError is returned when no upstream of a pool accepted a
+// connection; it names each upstream and why.
+type UpstreamsDownError struct {
+	Failures []string // "http://10.0.0.5:8080: connection refused"
+}
+
+func (e *UpstreamsDownError) Error() string {
+	return "no upstream accepted a connection: " + strings.Join(e.Failures, "; ")
+}
+
+// RoundTrip sends req to the next upstream in turn, moving on when the dial
+// fails. A failed dial sent nothing, so the request (and its body, which is
+// kept open across attempts) is safe to send again.
+func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	n := uint64(len(p.upstreams))
+	start := p.next.Add(1)
+	body := req.Body
+	if body != nil && body != http.NoBody {
+		req.Body = keepOpen{body}
+	}
+	var failures []string
+	for i := uint64(0); i < n; i++ {
+		u := p.upstreams[(start+i)%n]
+		out := req
+		if i > 0 {
+			out = req.Clone(req.Context())
+		}
+		out.URL.Scheme, out.URL.Host = u.Scheme, u.Host
+		resp, err := p.transport.RoundTrip(out)
+		if err == nil {
+			return resp, nil
+		}
+		if !isDialError(err) || req.Context().Err() != nil {
+			return nil, err
+		}
+		failures = append(failures, u.Redacted()+": "+dialReason(err))
+	}
+	return nil, &UpstreamsDownError{Failures: failures}
+}
+
+type keepOpen struct{ io.ReadCloser }
+
+func (keepOpen) Close() error { return nil }
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" && !errors.Is(err, context.Canceled)
+}
+
+func dialReason(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	return err.Error()
+}

@@ -1,0 +1,72 @@
+package tlsmgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// eventHandler steers certmagic through its events: the failure ledger may
+// veto an attempt its schedule does not allow yet, and attempts certmagic
+// starts on its own (maintenance renewals) are recorded in the same ledger
+// as Portico's.
+func (m *Manager) eventHandler(keyType string) func(context.Context, string, map[string]any) error {
+	return func(ctx context.Context, event string, data map[string]any) error {
+		name, _ := data["identifier"].(string)
+		own := ctx.Value(ctxOwnAttempt) != nil
+		f := m.familyByKeyType(keyType)
+		switch event {
+		case "cert_obtaining":
+			if ok, next := m.ledger.allowed(ctx, name, keyType); !ok {
+				return certmagic.ErrNoRetry{Err: fmt.Errorf("%w (%s)", errVetoed, next.Format(time.RFC3339))}
+			}
+		case "cert_failed":
+			if !own && f != nil {
+				err, _ := data["error"].(error)
+				if err == nil {
+					err = errors.New("unknown error")
+				}
+				m.recordFailure(ctx, name, f, err)
+			}
+		case "cert_obtained":
+			if !own {
+				if err := m.ledger.success(ctx, name, keyType); err != nil {
+					m.logger.Warn("could not clear failure ledger", zap.String("name", name), zap.Error(err))
+				}
+			}
+		}
+		return nil
+	}
+}
+
+func (m *Manager) familyByKeyType(kt string) *family {
+	for _, f := range m.families {
+		if f.keyType == kt {
+			return f
+		}
+	}
+	return nil
+}
+
+// recordFailure writes a failed attempt to the ledger and tells the operator.
+func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cause error) {
+	ca := "local"
+	if f.acme != nil {
+		ca = f.acme.CA
+	}
+	e, err := m.ledger.failure(context.WithoutCancel(ctx), name, f.keyType, ca, cause)
+	if err != nil {
+		m.logger.Error("could not record failure in ledger", zap.String("name", name), zap.Error(err))
+	}
+	m.logger.Error("certificate attempt failed",
+		zap.String("name", name),
+		zap.String("key_type", f.keyType),
+		zap.String("ca", ca),
+		zap.Int("consecutive_failures", e.Failures),
+		zap.Time("next_attempt", e.NextAttempt),
+		zap.Error(cause))
+}

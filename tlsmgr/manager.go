@@ -1,0 +1,394 @@
+// Package tlsmgr manages Portico's certificates: one certmagic Config per key
+// type over one shared cache, storage backends, the local CA, the renewal
+// scheduler and its failure ledger. It knows nothing of upstreams or routing;
+// the proxy asks it for certificates and for ACME challenge answers.
+package tlsmgr
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3/acme"
+	"go.uber.org/zap"
+
+	"github.com/portico-proxy/portico/config"
+)
+
+// family is everything about one certificate key type: its certmagic Config
+// (with a storage view that keeps its certificates apart) and its issuers.
+type family struct {
+	keyType string // from the key policy, e.g. "p256"
+	ecdsa   bool
+	cfg     *certmagic.Config
+	acme    *certmagic.ACMEIssuer // nil with the local CA
+}
+
+// Manager obtains, caches, renews and serves certificates for the names in
+// the config. Create it with New, give it names with Apply, and use
+// GetCertificate in a tls.Config.
+type Manager struct {
+	logger   *zap.Logger
+	storage  certmagic.Storage
+	cache    *certmagic.Cache
+	families []*family
+	local    *LocalCA
+	ledger   *ledger
+	sched    *scheduler
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu    sync.RWMutex
+	names map[string]struct{} // managed names
+	caURL string
+}
+
+// New builds a Manager for cfg. It opens storage but contacts no CA: a CA or
+// storage outage never stops Portico from starting.
+func New(cfg *config.Config, logger *zap.Logger) (*Manager, error) {
+	storage, err := OpenStorage(cfg.Storage, logger)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithStorage(cfg, storage, logger)
+}
+
+// NewWithStorage is New on a storage the caller opened (tests use it to
+// inject faults).
+func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.Logger) (*Manager, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{
+		logger:  logger,
+		storage: storage,
+		ctx:     ctx,
+		cancel:  cancel,
+		names:   map[string]struct{}{},
+		caURL:   cfg.ACME.CA,
+	}
+	m.ledger = newLedger(storage, durations(cfg.Renewal.Backoff))
+	m.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   m.configForCert,
+		RenewCheckInterval: cfg.Renewal.CheckInterval.Std(),
+		Logger:             logger.Named("certmagic"),
+	})
+	roots, err := loadRoots(cfg.ACME.CARoots)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if cfg.ACME.CA == "local" {
+		m.local = NewLocalCA(storage)
+	}
+	for _, kt := range cfg.ACME.KeyTypes {
+		f, err := m.newFamily(cfg, kt, roots)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		m.families = append(m.families, f)
+	}
+	m.sched = newScheduler(m, cfg.Renewal)
+	return m, nil
+}
+
+func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.CertPool) (*family, error) {
+	f := &family{keyType: keyType, ecdsa: !config.IsRSA(keyType)}
+	f.cfg = certmagic.New(m.cache, certmagic.Config{
+		RenewalWindowRatio: cfg.Renewal.Ratio,
+		KeySource:          keyGenerator(keyType),
+		Storage:            newFamilyStorage(m.storage, keyType),
+		Logger:             m.logger.Named("certmagic").With(zap.String("key_type", keyType)),
+		OnEvent:            m.eventHandler(keyType),
+		CertSelection:      selector{},
+	})
+	if m.local != nil {
+		f.cfg.Issuers = []certmagic.Issuer{m.local}
+		return f, nil
+	}
+	httpHost, httpPort := splitListen(cfg.Listen.HTTP, 80)
+	_, tlsPort := splitListen(cfg.Listen.HTTPS, 443)
+	accountKeyType := cfg.ACME.AccountKeyType
+	f.acme = certmagic.NewACMEIssuer(f.cfg, certmagic.ACMEIssuer{
+		CA:                      cfg.ACME.CA,
+		Email:                   cfg.ACME.Email,
+		Agreed:                  cfg.ACME.AgreeTOS,
+		Profile:                 cfg.ACME.Profile,
+		TrustedRoots:            roots,
+		DisableHTTPChallenge:    !slices.Contains(cfg.ACME.Challenges, "http-01") || cfg.Listen.HTTP == "",
+		DisableTLSALPNChallenge: !slices.Contains(cfg.ACME.Challenges, "tls-alpn-01"),
+		// Portico's own listeners answer challenges; pointing certmagic at
+		// them makes its solver see the port in use and leave it to us.
+		ListenHost:     httpHost,
+		AltHTTPPort:    httpPort,
+		AltTLSALPNPort: tlsPort,
+		Logger:         m.logger.Named("acme").With(zap.String("key_type", keyType)),
+		NewAccountFunc: func(_ context.Context, _ *certmagic.ACMEIssuer, acct acme.Account) (acme.Account, error) {
+			// certmagic always makes P-256 account keys; the policy lets
+			// the operator choose, and the account key is never a
+			// certificate key because it is made here, apart.
+			key, err := generateKey(accountKeyType)
+			if err != nil {
+				return acct, err
+			}
+			acct.PrivateKey = key
+			return acct, nil
+		},
+	})
+	f.cfg.Issuers = []certmagic.Issuer{f.acme}
+	return f, nil
+}
+
+// splitListen returns the host and port of a listen address, with def when
+// the port cannot be read (the listener is then disabled anyway).
+func splitListen(addr string, def int) (string, int) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", def
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n == 0 {
+		return host, def
+	}
+	return host, n
+}
+
+func loadRoots(files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read ca_roots %s: %w", f, err)
+		}
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("ca_roots %s: no PEM certificate", f)
+		}
+	}
+	return pool, nil
+}
+
+func durations(ds []config.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Std()
+	}
+	return out
+}
+
+// configForCert tells the shared cache which family manages a certificate:
+// the one whose key algorithm the leaf has.
+func (m *Manager) configForCert(cert certmagic.Certificate) (*certmagic.Config, error) {
+	if f := m.familyOf(cert.Leaf); f != nil {
+		return f.cfg, nil
+	}
+	return nil, fmt.Errorf("no key type configured for certificate %v", cert.Names)
+}
+
+func (m *Manager) familyOf(leaf *x509.Certificate) *family {
+	if leaf == nil {
+		return nil
+	}
+	isEC := leaf.PublicKeyAlgorithm == x509.ECDSA
+	for _, f := range m.families {
+		if f.ecdsa == isEC {
+			return f
+		}
+	}
+	return nil
+}
+
+// Start runs the renewal scheduler and certmagic's maintenance until Stop.
+// With the local CA it also makes sure the root exists and logs where it is.
+func (m *Manager) Start() {
+	if m.local != nil {
+		if _, err := m.local.Root(m.ctx); err != nil {
+			m.logger.Error("local CA root unavailable", zap.Error(err))
+		} else if fs, ok := m.storage.(*certmagic.FileStorage); ok {
+			m.logger.Info("local CA root: trust this certificate in clients",
+				zap.String("root_cert", fs.Filename(localCARootCert)))
+		} else {
+			m.logger.Info("local CA root is in storage; export it with `portico certs -root`",
+				zap.String("storage_key", localCARootCert))
+		}
+	} else {
+		go m.logTermsOfService()
+	}
+	m.sched.start(m.ctx)
+}
+
+// Stop ends background work and waits for it.
+func (m *Manager) Stop() {
+	m.cancel()
+	m.sched.wait()
+	m.cache.Stop()
+}
+
+// LocalRootPEM returns the local CA's root certificate, when ca = "local".
+func (m *Manager) LocalRootPEM(ctx context.Context) ([]byte, error) {
+	if m.local == nil {
+		return nil, errors.New("the local CA is not in use (ca is not \"local\")")
+	}
+	return m.local.RootPEM(ctx)
+}
+
+// Apply makes the managed names those of cfg's sites: new names are loaded
+// from storage at once (so a restart serves what storage holds even with the
+// CA down) and ordered in the background when storage has none; removed names
+// stop being managed and leave the cache.
+func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
+	want := map[string]struct{}{}
+	for _, n := range ManagedNames(cfg) {
+		want[n] = struct{}{}
+	}
+	m.mu.Lock()
+	var added, removed []string
+	for n := range want {
+		if _, ok := m.names[n]; !ok {
+			added = append(added, n)
+		}
+	}
+	for n := range m.names {
+		if _, ok := want[n]; !ok {
+			removed = append(removed, n)
+		}
+	}
+	m.names = want
+	m.mu.Unlock()
+
+	if len(removed) > 0 {
+		subjects := make([]certmagic.SubjectIssuer, len(removed))
+		for i, n := range removed {
+			subjects[i] = certmagic.SubjectIssuer{Subject: n}
+		}
+		m.cache.RemoveManaged(subjects)
+		m.logger.Info("names no longer managed", zap.Strings("names", removed))
+	}
+	if len(added) > 0 {
+		slices.Sort(added)
+		m.loadFromStorage(ctx, added)
+		m.logger.Info("names managed", zap.Strings("names", added))
+		m.sched.kick()
+	}
+}
+
+// ManagedNames lists the hosts of cfg that need certificates from the CA.
+func ManagedNames(cfg *config.Config) []string {
+	var out []string
+	for _, s := range cfg.Sites {
+		out = append(out, s.Hosts...)
+	}
+	return out
+}
+
+// loadFromStorage caches every stored certificate of names, a few at a time.
+func (m *Manager) loadFromStorage(ctx context.Context, names []string) {
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, n := range names {
+		for _, f := range m.families {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if _, err := f.cfg.CacheManagedCertificate(lctx, n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					m.logger.Warn("could not load certificate from storage; will retry",
+						zap.String("name", n), zap.String("key_type", f.keyType), zap.Error(err))
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// managed reports whether name is in the config.
+func (m *Manager) managed(name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.names[name]
+	return ok
+}
+
+func (m *Manager) managedNames() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]string, 0, len(m.names))
+	for n := range m.names {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// GetCertificate serves the certificate for a handshake: ECDSA when the
+// client supports it, RSA otherwise. ACME tls-alpn-01 handshakes are answered
+// from shared storage, so any instance of a fleet can answer the CA.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return m.families[0].cfg.GetCertificate(hello)
+}
+
+// HTTPChallengeHandler answers ACME http-01 requests (from shared storage
+// when another instance started the challenge) and passes the rest to next.
+func (m *Manager) HTTPChallengeHandler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, f := range m.families {
+			if f.acme != nil && f.acme.HandleHTTPChallenge(w, r) {
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cached returns the cached certificate of a family for name, if any.
+func (m *Manager) cached(f *family, name string) (certmagic.Certificate, bool) {
+	var best certmagic.Certificate
+	found := false
+	for _, c := range m.cache.AllMatchingCertificates(name) {
+		if m.familyOf(c.Leaf) != f || !slices.Contains(c.Names, name) {
+			continue
+		}
+		if !found || c.Leaf.NotAfter.After(best.Leaf.NotAfter) {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
+
+// logTermsOfService reads the CA's directory and logs its terms of service
+// URL, which agree_tos = true agrees to. The URL comes from the CA, never
+// from Portico's code.
+func (m *Manager) logTermsOfService() {
+	for _, f := range m.families {
+		if f.acme == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+		defer cancel()
+		tos, err := termsOfService(ctx, f.acme.CA, f.acme.TrustedRoots)
+		if err != nil {
+			m.logger.Warn("could not read the CA's directory; will keep trying when ordering", zap.String("ca", f.acme.CA), zap.Error(err))
+			return
+		}
+		m.logger.Info("ACME CA terms of service agreed to by agree_tos = true", zap.String("ca", f.acme.CA), zap.String("terms_of_service", tos))
+		return
+	}
+}

@@ -1,0 +1,220 @@
+package tlsmgr
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/portico-proxy/portico/config"
+)
+
+// errVetoed marks an attempt that the failure ledger did not allow yet. It is
+// wrapped in certmagic.ErrNoRetry so that certmagic's own retry loop (which
+// would otherwise hold the issuance lock and retry on its schedule for
+// days) ends at once; Portico's scheduler retries on the guide's schedule.
+var errVetoed = errors.New("not yet: the failure ledger schedules the next attempt later")
+
+type ctxKey int
+
+// ctxOwnAttempt marks attempts started by Portico's scheduler, whose outcome
+// the scheduler records itself.
+const ctxOwnAttempt ctxKey = 1
+
+type unitKey struct {
+	name, keyType string
+}
+
+// scheduler decides when each certificate is obtained or renewed: on Apply,
+// and every check interval (started at a random offset, not on the minute).
+// certmagic's maintenance loop still runs (it refreshes ARI, reloads
+// certificates that another instance renewed, and staples OCSP); both go
+// through the same failure ledger and the same storage lock, so they never
+// issue twice.
+type scheduler struct {
+	m        *Manager
+	interval time.Duration
+	ratio    float64
+	kickCh   chan struct{}
+	now      func() time.Time
+
+	mu       sync.Mutex
+	inflight map[unitKey]bool
+	wg       sync.WaitGroup
+}
+
+func newScheduler(m *Manager, r config.Renewal) *scheduler {
+	return &scheduler{
+		m:        m,
+		interval: r.CheckInterval.Std(),
+		ratio:    r.Ratio,
+		kickCh:   make(chan struct{}, 1),
+		now:      time.Now,
+		inflight: map[unitKey]bool{},
+	}
+}
+
+// kick asks for a pass now (after Apply or an operator's retry).
+func (s *scheduler) kick() {
+	select {
+	case s.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+func (s *scheduler) start(ctx context.Context) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		// the first periodic pass at a random offset, so a fleet started at
+		// once does not check (and order) in lockstep
+		timer := time.NewTimer(time.Duration(rand.Int64N(int64(s.interval) + 1)))
+		defer timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+				timer.Reset(s.interval)
+			case <-s.kickCh:
+			}
+			s.pass(ctx)
+		}
+	}()
+}
+
+func (s *scheduler) wait() { s.wg.Wait() }
+
+// pass looks at every managed certificate once and starts the attempts that
+// are due and allowed.
+func (s *scheduler) pass(ctx context.Context) {
+	for _, name := range s.m.managedNames() {
+		for _, f := range s.m.families {
+			s.consider(ctx, name, f)
+		}
+	}
+}
+
+func (s *scheduler) consider(ctx context.Context, name string, f *family) {
+	key := unitKey{name, f.keyType}
+	s.mu.Lock()
+	busy := s.inflight[key]
+	s.mu.Unlock()
+	if busy {
+		return
+	}
+	cert, have := s.m.cached(f, name)
+	if !have {
+		// maybe another instance (or an earlier load that failed) has it
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := f.cfg.CacheManagedCertificate(lctx, name)
+		cancel()
+		if err == nil {
+			cert, have = c, true
+		}
+	}
+	if have && !s.due(f, cert) {
+		return
+	}
+	if ok, _ := s.m.ledger.allowed(ctx, name, f.keyType); !ok {
+		return
+	}
+	s.mu.Lock()
+	if s.inflight[key] {
+		s.mu.Unlock()
+		return
+	}
+	s.inflight[key] = true
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.inflight, key)
+			s.mu.Unlock()
+		}()
+		s.attempt(ctx, name, f, have)
+	}()
+}
+
+// due reports whether a cached certificate should be renewed now: inside the
+// CA's ARI window when it gave one, else with ratio of its lifetime left (half
+// for certificates shorter than 10 days), moved earlier by a per-certificate
+// spread so that certificates issued together are not renewed together.
+func (s *scheduler) due(f *family, cert certmagic.Certificate) bool {
+	if cert.Leaf == nil {
+		return false
+	}
+	if !s.now().Before(renewAt(cert.Leaf.NotBefore, cert.Leaf.NotAfter, s.ratio, spreadKey(cert.Names, f.keyType))) {
+		return true
+	}
+	// certmagic knows the ARI window; ask it without its logging
+	return cert.NeedsRenewal(f.cfg)
+}
+
+// renewAt is when a certificate is due without ARI. The spread moves it
+// earlier by up to a tenth of the renewal window, by a stable hash of the
+// certificate, so a batch issued on one day renews over several days.
+func renewAt(notBefore, notAfter time.Time, ratio float64, spread uint64) time.Time {
+	life := notAfter.Sub(notBefore)
+	if life < 10*24*time.Hour {
+		ratio = max(ratio, 0.5)
+	}
+	left := time.Duration(float64(life) * ratio)
+	window := left / 10
+	var early time.Duration
+	if window > 0 {
+		early = time.Duration(spread % uint64(window))
+	}
+	return notAfter.Add(-left - early)
+}
+
+func spreadKey(names []string, keyType string) uint64 {
+	h := fnv.New64a()
+	for _, n := range names {
+		h.Write([]byte(n))
+	}
+	h.Write([]byte(keyType))
+	return h.Sum64()
+}
+
+// attempt obtains or renews one certificate and records the outcome.
+func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew bool) {
+	log := s.m.logger.With(zap.String("name", name), zap.String("key_type", f.keyType))
+	actx := context.WithValue(ctx, ctxOwnAttempt, true)
+	var err error
+	if renew {
+		err = f.cfg.RenewCertSync(actx, name, false)
+	} else {
+		err = f.cfg.ObtainCertSync(actx, name)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	switch {
+	case errors.Is(err, errVetoed):
+		return
+	case err != nil:
+		s.m.recordFailure(ctx, name, f, err)
+		return
+	}
+	old, hadOld := s.m.cached(f, name)
+	fresh, cerr := f.cfg.CacheManagedCertificate(ctx, name)
+	if cerr != nil {
+		log.Error("certificate obtained but could not be loaded from storage", zap.Error(cerr))
+		return
+	}
+	if hadOld && old.Hash() != fresh.Hash() {
+		s.m.cache.Remove([]string{old.Hash()})
+	}
+	if err := s.m.ledger.success(ctx, name, f.keyType); err != nil {
+		log.Warn("could not clear failure ledger", zap.Error(err))
+	}
+	log.Info("certificate ready", zap.Time("not_after", fresh.Leaf.NotAfter), zap.Bool("renewal", renew))
+}
