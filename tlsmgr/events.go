@@ -32,6 +32,11 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 				}
 				m.recordFailure(ctx, name, f, err)
 			}
+		case "cert_ocsp_revoked":
+			subjects, _ := data["subjects"].([]string)
+			m.logger.Error("certificate REVOKED according to its OCSP responder; replacing it",
+				zap.Strings("names", subjects), zap.String("key_type", keyType),
+				zap.Any("reason", data["reason"]), zap.Any("revoked_at", data["revoked_at"]))
 		case "cert_obtained":
 			if !own {
 				if err := m.ledger.success(ctx, name, keyType); err != nil {

@@ -81,6 +81,9 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   m.configForCert,
 		RenewCheckInterval: cfg.Renewal.CheckInterval.Std(),
+		// staples are refreshed halfway through their validity; checking
+		// as often as renewals (at most hourly) keeps them fresh
+		OCSPCheckInterval: min(cfg.Renewal.CheckInterval.Std(), time.Hour),
 		Logger:             logger.Named("certmagic"),
 	})
 	roots, err := loadRoots(cfg.ACME.CARoots)
