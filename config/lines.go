@@ -12,26 +12,37 @@ import (
 type lineIndex struct {
 	exact map[string]int // "site.1.hosts" (0-based table index) -> line
 	loose map[string]int // "site.hosts" -> first line, for keys the decoder names without index
+	// occurrences lists, for each loose path, the exact path of every place
+	// that sets it, in file order: the decoder names a key of the second
+	// [[site]] "site.hosts", and this tells which site the n-th one is in.
+	occurrences map[string][]string
 }
 
 func indexLines(text string) lineIndex {
-	idx := lineIndex{exact: map[string]int{}, loose: map[string]int{}}
+	idx := lineIndex{exact: map[string]int{}, loose: map[string]int{}, occurrences: map[string][]string{}}
 	counts := map[string]int{}
 	cur, curLoose := "", ""
+	var skip func(string) bool // non-nil while inside a multi-line value
 	for i, raw := range strings.Split(text, "\n") {
 		line := strings.TrimSpace(raw)
 		n := i + 1
+		if skip != nil {
+			if !skip(line) {
+				skip = nil
+			}
+			continue
+		}
 		switch {
 		case line == "" || line[0] == '#':
 			continue
 		case strings.HasPrefix(line, "[["):
-			name := strings.TrimSpace(strings.Trim(strings.SplitN(line, "]]", 2)[0], "[ "))
+			name := tableName(strings.SplitN(line, "]]", 2)[0])
 			k := counts[name]
 			counts[name] = k + 1
 			cur, curLoose = name+"."+strconv.Itoa(k), name
 			idx.set(cur, curLoose, n)
 		case line[0] == '[':
-			name := strings.TrimSpace(strings.Trim(strings.SplitN(line, "]", 2)[0], "[ "))
+			name := tableName(strings.SplitN(line, "]", 2)[0])
 			cur, curLoose = name, name
 			// a [a.b] under the last [[a]] belongs to that element
 			if dot := strings.IndexByte(name, '.'); dot > 0 {
@@ -47,18 +58,87 @@ func indexLines(text string) lineIndex {
 			}
 			key := strings.Trim(strings.TrimSpace(line[:eq]), `"'`)
 			idx.set(join(cur, key), join(curLoose, key), n)
+			skip = continuation(line[eq+1:])
 		}
 	}
 	return idx
 }
 
+func tableName(header string) string {
+	return strings.TrimSpace(strings.Trim(header, "[ \t"))
+}
+
+// continuation looks at the value part of a `key = value` line and, when the
+// value goes on over the next lines (a multi-line string or array), returns a
+// function that, given each following line, reports whether the value still
+// goes on after it. Lines inside such a value are not keys or headers, even
+// when they hold "=" or start with "[".
+func continuation(value string) func(string) bool {
+	value = strings.TrimSpace(value)
+	for _, q := range []string{`"""`, `'''`} {
+		if strings.HasPrefix(value, q) {
+			if strings.Count(value, q)%2 == 1 {
+				return func(line string) bool { return strings.Count(line, q)%2 == 0 }
+			}
+			return nil
+		}
+	}
+	if strings.HasPrefix(value, "[") || strings.HasPrefix(value, "{") {
+		depth := bracketDepth(value, 0)
+		if depth <= 0 {
+			return nil
+		}
+		return func(line string) bool {
+			depth = bracketDepth(line, depth)
+			return depth > 0
+		}
+	}
+	return nil
+}
+
+// bracketDepth adds the brackets opened and closed on one line to depth,
+// ignoring brackets inside strings and comments.
+func bracketDepth(line string, depth int) int {
+	var quote byte
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quote != 0:
+			if c == '\\' && quote == '"' {
+				i++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#':
+			return depth
+		case c == '[' || c == '{':
+			depth++
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return depth
+}
+
 func (idx lineIndex) set(exact, loose string, n int) {
 	if _, ok := idx.exact[exact]; !ok {
 		idx.exact[exact] = n
+		idx.occurrences[loose] = append(idx.occurrences[loose], exact)
 	}
 	if _, ok := idx.loose[loose]; !ok {
 		idx.loose[loose] = n
 	}
+}
+
+// occurrence returns the exact path of the n-th (0-based) place in the file
+// that sets the loose path, or the loose path itself when there is none.
+func (idx lineIndex) occurrence(loose string, n int) string {
+	if o := idx.occurrences[loose]; n < len(o) {
+		return o[n]
+	}
+	return loose
 }
 
 // line returns the line of a key path such as "site.1.hosts", falling back to

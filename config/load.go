@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,21 +36,18 @@ func Parse(path string, data []byte) (*Config, error) {
 		abs = path
 	}
 	v := &validator{file: path, dir: filepath.Dir(abs), lines: indexLines(string(data))}
+	// Syntax first, on its own, so that a syntax error is told apart from a
+	// value of the wrong type.
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return nil, Errors{v.decodeProblem(data, err, "correct the TOML syntax on that line")}
+	}
 	cfg := &Config{Path: abs}
 	md, err := toml.Decode(string(data), cfg)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, Errors{{File: path, Line: pe.Position.Line, Msg: pe.Message, Fix: "correct the TOML syntax on that line"}}
-		}
-		// type errors ("expected string, got integer") name the key but not the line
-		return nil, Errors{{File: path, Msg: err.Error(), Fix: "see the configuration reference in README.md for the key's type"}}
+		return nil, Errors{v.decodeProblem(data, err, "see the configuration reference in README.md for the key's type and format")}
 	}
-	for _, k := range md.Undecoded() {
-		path := k.String()
-		v.problems = append(v.problems, Problem{File: v.file, Line: v.lines.line(path), Key: path,
-			Msg: "unknown key", Fix: unknownKeyFix(k)})
-	}
+	v.unknownKeys(md)
 	cfg.ACMEDefined = md.IsDefined("acme")
 	v.resolvePlaceholders(cfg)
 	applyDefaults(cfg, md)
@@ -61,16 +59,80 @@ func Parse(path string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
+// typeErr matches the decoder's type errors, which are plain errors whose
+// text carries the line and the key.
+var typeErr = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
+
+// decodeProblem turns an error of the TOML decoder into a Problem with the
+// line and key it names.
+func (v *validator) decodeProblem(data []byte, err error, fix string) Problem {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		line := pe.Position.Line
+		// An error found at a line's end (an unclosed string or header) is
+		// reported by the lexer on the next line; the offset says which
+		// line the operator must fix.
+		if pos := pe.Position; pos.Len > 0 && pos.Start >= 0 && pos.Start < len(data) {
+			line = strings.Count(string(data[:pos.Start]), "\n") + 1
+		}
+		return Problem{File: v.file, Line: line, Key: v.keyAt(pe.LastKey, line), Msg: pe.Message, Fix: fix}
+	}
+	if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return Problem{File: v.file, Line: line, Key: v.keyAt(m[2], line), Msg: m[3], Fix: fix}
+	}
+	return Problem{File: v.file, Msg: err.Error(), Fix: fix}
+}
+
+// keyAt names the key the decoder calls loose ("site.hosts") as the operator
+// sees it: "site[2].hosts" when the line is in the second [[site]].
+func (v *validator) keyAt(loose string, line int) string {
+	for _, exact := range v.lines.occurrences[loose] {
+		if v.lines.exact[exact] == line {
+			return display(exact)
+		}
+	}
+	return loose
+}
+
+// unknownKeys reports every key the schema does not have. A key of an
+// unknown table is not reported again: the table is. Keys of the n-th
+// [[site]] are named and located as site[n].
+func (v *validator) unknownKeys(md toml.MetaData) {
+	seen := map[string]int{}
+	var reported []string
+	for _, k := range md.Undecoded() {
+		loose := k.String()
+		n := seen[loose]
+		seen[loose] = n + 1
+		if slices.ContainsFunc(reported, func(r string) bool { return strings.HasPrefix(loose, r+".") }) {
+			continue
+		}
+		reported = append(reported, loose)
+		exact := v.lines.occurrence(loose, n)
+		line := v.lines.line(exact)
+		if line == 0 {
+			line = v.lines.line(loose)
+		}
+		v.problems = append(v.problems, Problem{File: v.file, Line: line, Key: display(exact),
+			Msg: "unknown key", Fix: unknownKeyFix(k)})
+	}
+}
+
 func unknownKeyFix(k toml.Key) string {
 	known := knownKeys(k[:len(k)-1])
 	if len(known) == 0 {
 		return "remove it; see the configuration reference in README.md"
 	}
 	last := k[len(k)-1]
+	best, bestDist := "", 3 // suggest only keys at most 2 edits away
 	for _, c := range known {
-		if editDistance(c, last) <= 2 {
-			return fmt.Sprintf("did you mean %q?", c)
+		if d := editDistance(c, last); d < bestDist && d < len(c) {
+			best, bestDist = c, d
 		}
+	}
+	if best != "" {
+		return fmt.Sprintf("did you mean %q?", best)
 	}
 	return "allowed here: " + strings.Join(known, ", ")
 }
@@ -125,10 +187,10 @@ func applyDefaults(cfg *Config, md toml.MetaData) {
 	if !md.IsDefined("renewal", "ratio") {
 		r.Ratio = DefaultRatio
 	}
-	if r.CheckInterval == 0 {
+	if !md.IsDefined("renewal", "check_interval") {
 		r.CheckInterval = Duration(DefaultCheckInterval)
 	}
-	if r.MaxConcurrent == 0 {
+	if !md.IsDefined("renewal", "max_concurrent") {
 		r.MaxConcurrent = DefaultMaxConcurrent
 	}
 	if len(r.Backoff) == 0 {
@@ -205,7 +267,7 @@ func (v *validator) validateACME(cfg *Config) {
 	if a.CA != "local" {
 		u, err := url.Parse(a.CA)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			v.bad("acme.ca", `use the CA's ACME directory URL (https://...) or "local"`, "%q is not an ACME directory URL", a.CA)
+			v.bad("acme.ca", `use the CA's ACME directory URL (https://...) or "local"`, "%q is not an ACME directory URL", redactURL(a.CA))
 		}
 	}
 	for i, root := range a.CARoots {
@@ -249,7 +311,8 @@ func (v *validator) validateACME(cfg *Config) {
 }
 
 func (v *validator) validateListen(cfg *Config) {
-	for key, addr := range map[string]string{"listen.http": cfg.Listen.HTTP, "listen.https": cfg.Listen.HTTPS} {
+	for _, l := range []struct{ key, addr string }{{"listen.http", cfg.Listen.HTTP}, {"listen.https", cfg.Listen.HTTPS}} {
+		key, addr := l.key, l.addr
 		if addr == "" {
 			continue // "" disables the listener
 		}
@@ -277,11 +340,18 @@ func (v *validator) validateStorage(cfg *Config) {
 	switch s.Backend {
 	case "file":
 	case "redis":
+		// The URL may hold a password: messages name its scheme, never its text.
+		const fix = "use redis://[user:password@]host:port/db, or rediss:// for TLS"
 		u, err := url.Parse(s.RedisURL)
-		if s.RedisURL == "" {
+		switch {
+		case s.RedisURL == "":
 			v.bad("storage.redis_url", `set redis_url = "redis://host:6379/0"`, "missing: the redis backend needs a URL")
-		} else if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			v.bad("storage.redis_url", "use redis://[user:password@]host:port/db or rediss:// for TLS", "not a Redis URL (scheme %q)", schemeOf(s.RedisURL))
+		case schemeOf(s.RedisURL) != "redis" && schemeOf(s.RedisURL) != "rediss":
+			v.bad("storage.redis_url", fix, "not a Redis URL: scheme %q, want redis or rediss", schemeOf(s.RedisURL))
+		case err != nil:
+			v.bad("storage.redis_url", fix+"; percent-encode special characters in the password", "not a valid URL")
+		case u.Hostname() == "":
+			v.bad("storage.redis_url", fix, "no host in the Redis URL")
 		}
 	default:
 		v.bad("storage.backend", `use "file" or "redis"`, "unknown backend %q", s.Backend)
@@ -291,10 +361,32 @@ func (v *validator) validateStorage(cfg *Config) {
 // schemeOf returns only the scheme of a URL, so that an error never echoes a
 // password written in it.
 func schemeOf(raw string) string {
-	if i := strings.Index(raw, "://"); i >= 0 {
-		return raw[:i]
+	i := strings.Index(raw, "://")
+	if i <= 0 {
+		return ""
 	}
-	return ""
+	for _, c := range raw[:i] {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.') {
+			return ""
+		}
+	}
+	return strings.ToLower(raw[:i])
+}
+
+// redactURL hides the user and password of a URL written in the config, so
+// an error about it can quote the rest. It works on the text, so it also
+// redacts URLs that do not parse; to be safe it hides everything up to the
+// last "@", even if that "@" is in the path.
+func redactURL(raw string) string {
+	at := strings.LastIndexByte(raw, '@')
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 && i < at {
+		start = i + 3
+	}
+	return raw[:start] + "REDACTED" + raw[at:]
 }
 
 func (v *validator) validateRenewal(cfg *Config) {
@@ -372,7 +464,7 @@ func (v *validator) validateSites(cfg *Config, covered map[string]bool) bool {
 		}
 		for _, up := range s.Upstreams {
 			if err := checkUpstream(up); err != nil {
-				v.bad(base+".upstreams", "write upstreams as http://host:port or https://host:port", "%q: %v", up, err)
+				v.bad(base+".upstreams", "write upstreams as http://host:port or https://host:port", "%q: %v", redactURL(up), err)
 			}
 		}
 		if s.HSTSMaxAge < 0 {
@@ -401,6 +493,9 @@ func humanDuration(d time.Duration) string {
 }
 
 func checkUpstream(raw string) error {
+	if !strings.Contains(raw, "://") {
+		return errors.New("no scheme: start it with http:// or https://")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return errors.New("not a URL")
@@ -421,6 +516,7 @@ func checkUpstream(raw string) error {
 }
 
 func (v *validator) validateNotify(cfg *Config) {
+	smtpReported := false
 	for i, n := range cfg.Notify {
 		base := fmt.Sprintf("notify.%d", i)
 		switch {
@@ -434,8 +530,14 @@ func (v *validator) validateNotify(cfg *Config) {
 			if !strings.Contains(n.Email, "@") {
 				v.bad(base+".email", "write an address such as ops@example.net", "%q is not an email address", n.Email)
 			}
-			if cfg.SMTP.Host == "" || cfg.SMTP.From == "" {
-				v.bad("smtp", "add [smtp] with host, port, username, password and from", "email notifications need an SMTP relay")
+			if (cfg.SMTP.Host == "" || cfg.SMTP.From == "") && !smtpReported {
+				smtpReported = true
+				// point at [smtp] when it is there but incomplete, else at the email
+				key := "smtp"
+				if v.lines.line("smtp") == 0 {
+					key = base + ".email"
+				}
+				v.bad(key, "add [smtp] with host, port, username, password and from", "email notifications need an SMTP relay with host and from")
 			}
 		default:
 			v.bad(base, `set webhook = "https://..." or email = "ops@example.net"`, "empty [[notify]]")

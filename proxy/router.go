@@ -16,7 +16,11 @@ func newRouter() *Router {
 	return &Router{exact: map[string]*Site{}, wildcard: map[string]*Site{}}
 }
 
+// add routes host (a name, "*.parent" wildcard or IP address) to s. Hosts
+// are normalised as Lookup normalises requests, so a config not passed
+// through config.Load still routes.
 func (r *Router) add(host string, s *Site) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if rest, ok := strings.CutPrefix(host, "*"); ok {
 		r.wildcard[rest] = s
 		return

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -121,7 +122,8 @@ func (s *Server) TLSConfig() *tls.Config {
 }
 
 // Start opens the listeners and serves in the background. An address in use
-// or not permitted is returned at once, before anything is served.
+// or not permitted is returned at once, before anything is served: both
+// listeners are opened before either serves, and a failure closes the other.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -129,7 +131,15 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("listen https on %s: %w", s.httpsAddr, listenHint(err))
 	}
-	s.httpsLn = ln
+	var hl net.Listener
+	if s.httpAddr != "" {
+		hl, err = net.Listen("tcp", s.httpAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen http on %s: %w", s.httpAddr, listenHint(err))
+		}
+	}
+	s.httpsLn, s.httpLn = ln, hl
 	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && port != "443" {
 		s.httpsPort = port
 	}
@@ -142,12 +152,7 @@ func (s *Server) Start() error {
 	}
 	s.servers = append(s.servers, https)
 	go func() { s.serveErr <- https.ServeTLS(ln, "", "") }()
-	if s.httpAddr != "" {
-		hl, err := net.Listen("tcp", s.httpAddr)
-		if err != nil {
-			return fmt.Errorf("listen http on %s: %w", s.httpAddr, listenHint(err))
-		}
-		s.httpLn = hl
+	if hl != nil {
 		plain := &http.Server{
 			Handler:           s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP)),
 			ReadHeaderTimeout: 10 * time.Second,
@@ -180,19 +185,27 @@ func (s *Server) Addrs() (httpAddr, httpsAddr string) {
 	return
 }
 
-// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
-// then closes what is left.
+// Shutdown stops accepting on every listener at once, lets in-flight
+// requests finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	servers := s.servers
 	s.mu.Unlock()
-	var errs []error
-	for _, srv := range servers {
-		if err := srv.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-			srv.Close()
-		}
+	// Shut the servers down together: one at a time would keep accepting on
+	// the second listener while the first drains.
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(ctx); err != nil {
+				errs[i] = err
+				srv.Close()
+			}
+		}()
 	}
+	wg.Wait()
 	s.transport.CloseIdleConnections()
 	return errors.Join(errs...)
 }
@@ -216,6 +229,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		host := stripPort(r.Host)
 		if s.httpsPort != "" {
 			host = net.JoinHostPort(host, s.httpsPort)
+		} else if strings.IndexByte(host, ':') >= 0 {
+			host = "[" + host + "]" // IPv6 literal
 		}
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
 		return

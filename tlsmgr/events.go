@@ -16,6 +16,12 @@ import (
 // as Portico's.
 func (m *Manager) eventHandler(keyType string) func(context.Context, string, map[string]any) error {
 	return func(ctx context.Context, event string, data map[string]any) error {
+		if !wantEvent(event) {
+			return nil
+		}
+		if ctx == nil {
+			ctx = context.Background()
+		}
 		name, _ := data["identifier"].(string)
 		own := ctx.Value(ctxOwnAttempt) != nil
 		f := m.familyByKeyType(keyType)
@@ -37,7 +43,11 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 			m.logger.Error("certificate REVOKED according to its OCSP responder; replacing it",
 				zap.Strings("names", subjects), zap.String("key_type", keyType),
 				zap.Any("reason", data["reason"]), zap.Any("revoked_at", data["revoked_at"]))
+		case "cached_managed_cert":
+			sans, _ := data["sans"].([]string)
+			m.refresh(sans...)
 		case "cert_obtained":
+			m.refresh(name)
 			if !own {
 				if err := m.ledger.success(ctx, name, keyType); err != nil {
 					m.logger.Warn("could not clear failure ledger", zap.String("name", name), zap.Error(err))
@@ -74,4 +84,15 @@ func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cau
 		zap.Int("consecutive_failures", e.Failures),
 		zap.Time("next_attempt", e.NextAttempt),
 		zap.Error(cause))
+}
+
+// wantEvent lists the certmagic events Portico acts on. certmagic asks
+// before it builds an event's data, which it would otherwise do on every
+// handshake.
+func wantEvent(event string) bool {
+	switch event {
+	case "cert_obtaining", "cert_failed", "cert_ocsp_revoked", "cert_obtained", "cached_managed_cert":
+		return true
+	}
+	return false
 }

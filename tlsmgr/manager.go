@@ -16,6 +16,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,7 @@ type Manager struct {
 	local    *LocalCA
 	ledger   *ledger
 	sched    *scheduler
+	index    *certIndex
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -76,6 +78,7 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		cancel:  cancel,
 		names:   map[string]struct{}{},
 		caURL:   cfg.ACME.CA,
+		index:   newCertIndex(),
 	}
 	m.ledger = newLedger(storage, durations(cfg.Renewal.Backoff))
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -84,7 +87,7 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		// staples are refreshed halfway through their validity; checking
 		// as often as renewals (at most hourly) keeps them fresh
 		OCSPCheckInterval: min(cfg.Renewal.CheckInterval.Std(), time.Hour),
-		Logger:             logger.Named("certmagic"),
+		Logger:            logger.Named("certmagic"),
 	})
 	roots, err := loadRoots(cfg.ACME.CARoots)
 	if err != nil {
@@ -114,6 +117,7 @@ func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.Cert
 		Storage:            newFamilyStorage(m.storage, keyType),
 		Logger:             m.logger.Named("certmagic").With(zap.String("key_type", keyType)),
 		OnEvent:            m.eventHandler(keyType),
+		ShouldEmitFunc:     wantEvent,
 		CertSelection:      selector{},
 	})
 	if m.local != nil {
@@ -281,11 +285,15 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 			subjects[i] = certmagic.SubjectIssuer{Subject: n}
 		}
 		m.cache.RemoveManaged(subjects)
+		for _, n := range removed {
+			m.index.set(n, nil)
+		}
 		m.logger.Info("names no longer managed", zap.Strings("names", removed))
 	}
 	if len(added) > 0 {
 		slices.Sort(added)
 		m.loadFromStorage(ctx, added)
+		m.refresh(added...)
 		m.logger.Info("names managed", zap.Strings("names", added))
 		m.sched.kick()
 	}
@@ -342,10 +350,42 @@ func (m *Manager) managedNames() []string {
 }
 
 // GetCertificate serves the certificate for a handshake: ECDSA when the
-// client supports it, RSA otherwise. ACME tls-alpn-01 handshakes are answered
-// from shared storage, so any instance of a fleet can answer the CA.
+// client supports it, RSA otherwise. The common case is answered from the
+// index without allocating; ACME tls-alpn-01 handshakes and names the index
+// does not hold go to certmagic, which answers challenges from shared storage
+// (so any instance of a fleet can answer the CA).
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if name := hello.ServerName; name != "" && !isACMEHello(hello) {
+		if hasUpper(name) {
+			name = strings.ToLower(name)
+		}
+		if p := m.index.get(name); p != nil {
+			if c, ok := p.choose(hello, time.Now()); ok {
+				return c, nil
+			}
+		}
+	}
 	return m.families[0].cfg.GetCertificate(hello)
+}
+
+func isACMEHello(hello *tls.ClientHelloInfo) bool {
+	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == "acme-tls/1"
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// refresh mirrors certmagic's cache into the handshake index for names.
+func (m *Manager) refresh(names ...string) {
+	for _, n := range names {
+		m.index.set(n, pairFromCache(m.cache, n))
+	}
 }
 
 // HTTPChallengeHandler answers ACME http-01 requests (from shared storage

@@ -93,7 +93,11 @@ func (s *scheduler) wait() { s.wg.Wait() }
 // pass looks at every managed certificate once and starts the attempts that
 // are due and allowed.
 func (s *scheduler) pass(ctx context.Context) {
-	for _, name := range s.m.managedNames() {
+	names := s.m.managedNames()
+	// certmagic may have replaced certificates or staples since the last
+	// pass (maintenance renewals, OCSP refreshes): mirror them
+	s.m.refresh(names...)
+	for _, name := range names {
 		for _, f := range s.m.families {
 			s.consider(ctx, name, f)
 		}
@@ -213,6 +217,7 @@ func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew b
 	if hadOld && old.Hash() != fresh.Hash() {
 		s.m.cache.Remove([]string{old.Hash()})
 	}
+	s.m.refresh(name)
 	if err := s.m.ledger.success(ctx, name, f.keyType); err != nil {
 		log.Warn("could not clear failure ledger", zap.Error(err))
 	}
