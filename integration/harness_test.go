@@ -80,22 +80,37 @@ type portico struct {
 // then SIGKILL) at cleanup, and its log is shown if the test failed.
 func startPortico(t testing.TB, dir, config, httpsAddr string) *portico {
 	t.Helper()
+	p := launchPortico(t, dir, config, httpsAddr)
+	p.waitListening()
+	return p
+}
+
+// launchPortico starts Portico without waiting for it to listen, so a test
+// can start a fleet at the same moment.
+func launchPortico(t testing.TB, dir, config, httpsAddr string) *portico {
+	t.Helper()
 	path := filepath.Join(dir, "portico.toml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := &portico{t: t, name: filepath.Base(dir), configPath: path, httpsAddr: httpsAddr, log: &syncBuffer{}}
-	p.start()
+	p.launch()
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			t.Logf("portico %s log:\n%s", p.name, p.log.String())
+			t.Logf("portico %s (%s) log:\n%s", p.name, p.httpsAddr, p.log.String())
 		}
 	})
 	return p
 }
 
 func (p *portico) start() {
+	p.t.Helper()
+	p.launch()
+	p.waitListening()
+}
+
+func (p *portico) launch() {
 	p.t.Helper()
 	p.cmd = exec.Command(porticoBin, "run", "-config", p.configPath)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -105,6 +120,10 @@ func (p *portico) start() {
 	}
 	p.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(p.cmd, p.done)
+}
+
+func (p *portico) waitListening() {
+	p.t.Helper()
 	waitFor(p.t, 30*time.Second, "portico listening on "+p.httpsAddr, func() bool {
 		select {
 		case <-p.done:

@@ -27,6 +27,15 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 		f := m.familyByKeyType(keyType)
 		switch event {
 		case "cert_obtaining":
+			renewal, _ := data["renewal"].(bool)
+			forced, _ := data["forced"].(bool)
+			if !own && renewal && !forced {
+				// Portico's scheduler renews (under the fleet's order
+				// slots); certmagic's maintenance still refreshes ARI,
+				// reloads certificates other instances renewed, and
+				// replaces revoked ones (forced)
+				return certmagic.ErrNoRetry{Err: errScheduled}
+			}
 			if ok, next := m.ledger.allowed(ctx, name, keyType); !ok {
 				return certmagic.ErrNoRetry{Err: fmt.Errorf("%w (%s)", errVetoed, next.Format(time.RFC3339))}
 			}

@@ -48,6 +48,7 @@ type Manager struct {
 	ledger   *ledger
 	sched    *scheduler
 	index    *certIndex
+	slots    orderSlots
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -79,6 +80,7 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		names:   map[string]struct{}{},
 		caURL:   cfg.ACME.CA,
 		index:   newCertIndex(),
+		slots:   orderSlots{storage: storage, n: cfg.Renewal.MaxConcurrent},
 	}
 	m.ledger = newLedger(storage, durations(cfg.Renewal.Backoff))
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -224,6 +226,16 @@ func (m *Manager) familyOf(leaf *x509.Certificate) *family {
 // Start runs the renewal scheduler and certmagic's maintenance until Stop.
 // With the local CA it also makes sure the root exists and logs where it is.
 func (m *Manager) Start() {
+	if p, ok := m.storage.(pinger); ok {
+		ctx, cancel := context.WithTimeout(m.ctx, 3*time.Second)
+		if err := p.Ping(ctx); err != nil {
+			m.logger.Error("storage unreachable: serving only what is cached; certificates will load and orders resume when it answers",
+				zap.String("storage", fmt.Sprint(m.storage)), zap.Error(err))
+		} else {
+			m.logger.Info("storage reachable", zap.String("storage", fmt.Sprint(m.storage)))
+		}
+		cancel()
+	}
 	if m.local != nil {
 		if _, err := m.local.Root(m.ctx); err != nil {
 			m.logger.Error("local CA root unavailable", zap.Error(err))
@@ -240,11 +252,16 @@ func (m *Manager) Start() {
 	m.sched.start(m.ctx)
 }
 
-// Stop ends background work and waits for it.
+// Stop ends background work and waits for it, letting orders in flight
+// finish (for up to 15 s) so nothing the CA signed is lost.
 func (m *Manager) Stop() {
+	m.sched.drain(15 * time.Second)
 	m.cancel()
 	m.sched.wait()
 	m.cache.Stop()
+	if c, ok := m.storage.(closer); ok {
+		c.Close()
+	}
 }
 
 // LocalRootPEM returns the local CA's root certificate, when ca = "local".

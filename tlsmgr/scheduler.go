@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -19,6 +20,10 @@ import (
 // would otherwise hold the issuance lock and retry on its schedule for
 // days) ends at once; Portico's scheduler retries on the guide's schedule.
 var errVetoed = errors.New("not yet: the failure ledger schedules the next attempt later")
+
+// errScheduled refuses renewals that certmagic's maintenance starts on its
+// own: Portico's scheduler makes them, within the fleet's order slots.
+var errScheduled = errors.New("renewal is scheduled by Portico")
 
 type ctxKey int
 
@@ -45,7 +50,9 @@ type scheduler struct {
 
 	mu       sync.Mutex
 	inflight map[unitKey]bool
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // the loop and every attempt
+	attempts sync.WaitGroup // attempts only
+	stopping atomic.Bool
 }
 
 func newScheduler(m *Manager, r config.Renewal) *scheduler {
@@ -90,6 +97,21 @@ func (s *scheduler) start(ctx context.Context) {
 
 func (s *scheduler) wait() { s.wg.Wait() }
 
+// drain starts no new attempts and waits, at most until limit, for those in
+// flight: an order the CA has already signed must reach storage, or a
+// restart would order it again.
+func (s *scheduler) drain(limit time.Duration) {
+	s.mu.Lock()
+	s.stopping.Store(true)
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.attempts.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+	}
+}
+
 // pass looks at every managed certificate once and starts the attempts that
 // are due and allowed.
 func (s *scheduler) pass(ctx context.Context) {
@@ -129,15 +151,17 @@ func (s *scheduler) consider(ctx context.Context, name string, f *family) {
 		return
 	}
 	s.mu.Lock()
-	if s.inflight[key] {
+	if s.inflight[key] || s.stopping.Load() {
 		s.mu.Unlock()
 		return
 	}
 	s.inflight[key] = true
-	s.mu.Unlock()
 	s.wg.Add(1)
+	s.attempts.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
+		defer s.attempts.Done()
 		defer func() {
 			s.mu.Lock()
 			delete(s.inflight, key)
@@ -191,8 +215,15 @@ func spreadKey(names []string, keyType string) uint64 {
 // attempt obtains or renews one certificate and records the outcome.
 func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew bool) {
 	log := s.m.logger.With(zap.String("name", name), zap.String("key_type", f.keyType))
+	release, err := s.m.slots.acquire(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("no order slot; will try again at the next pass", zap.Error(err))
+		}
+		return
+	}
+	defer release()
 	actx := context.WithValue(ctx, ctxOwnAttempt, true)
-	var err error
 	if renew {
 		err = f.cfg.RenewCertSync(actx, name, false)
 	} else {

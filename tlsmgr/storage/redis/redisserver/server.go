@@ -43,9 +43,10 @@ type Server struct {
 	// before an outage reconnect to the restarted server.
 	Addr string
 
-	t   testing.TB
-	bin string
-	dir string
+	t          testing.TB
+	bin        string
+	dir        string
+	persistent bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -58,11 +59,24 @@ type Server struct {
 // runs whether the test passes, fails or calls t.Fatal.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartPersistent is Start with an append-only file synced on every write,
+// as operators run Redis: data written before Stop is there after Restart,
+// so an outage test sees an outage and not a data loss.
+func StartPersistent(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, persistent bool) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is required by this test but was not found on PATH (%v); install it, e.g. `apt-get install redis-server`", err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), persistent: persistent}
 	s.logPath = filepath.Join(s.dir, "redis.log")
 	// Registered before the process exists so that every exit path
 	// below, including t.Fatal, still kills whatever got started.
@@ -92,7 +106,7 @@ func (s *Server) URL() string {
 }
 
 // Stop kills the server (SIGKILL) and waits for the process to exit.
-// All data is lost: the server runs without persistence. Stop is
+// Without StartPersistent all data is lost. Stop is
 // idempotent, and clients keep working against the same Addr after a
 // Restart.
 func (s *Server) Stop() {
@@ -101,8 +115,8 @@ func (s *Server) Stop() {
 	s.stopLocked()
 }
 
-// Restart stops the server if it is running and starts a fresh, empty
-// one on the same port, returning once it answers PING. It is meant for
+// Restart stops the server if it is running and starts it again on the
+// same port (empty, unless it was started with StartPersistent), returning once it answers PING. It is meant for
 // outage tests. It calls t.Fatal when the server cannot be started.
 func (s *Server) Restart() {
 	s.t.Helper()
@@ -141,14 +155,17 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin,
+	appendOnly := []string{"--appendonly", "no"}
+	if s.persistent {
+		appendOnly = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(s.bin, append([]string{
 		"--port", port,
 		"--bind", "127.0.0.1",
 		"--save", "",
-		"--appendonly", "no",
 		"--dir", s.dir,
 		"--daemonize", "no",
-	)
+	}, appendOnly...)...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile

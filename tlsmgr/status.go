@@ -1,0 +1,148 @@
+package tlsmgr
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"golang.org/x/crypto/ocsp"
+)
+
+// CertStatus is one certificate as the admin API and `portico certs` show it.
+type CertStatus struct {
+	Name      string     `json:"name"`
+	KeyType   string     `json:"key_type"`
+	Issuer    string     `json:"issuer"`
+	NotBefore *time.Time `json:"not_before"`
+	NotAfter  *time.Time `json:"not_after"`
+	RenewAt   *time.Time `json:"renew_at"`
+	Failures  int        `json:"failures"`
+	LastError string     `json:"last_error"`
+	NextRetry *time.Time `json:"next_retry"`
+	// OCSP is the stapled response's status: "good", "revoked", "unknown",
+	// or "" when the certificate names no responder.
+	OCSP string `json:"ocsp"`
+}
+
+// ErrNotManaged is returned for a name Portico does not manage.
+var ErrNotManaged = errors.New("not a managed name")
+
+// Status lists every managed certificate (one per name and key type), with
+// its failure ledger. Names without a certificate yet are listed too.
+func (m *Manager) Status(ctx context.Context) []CertStatus {
+	var out []CertStatus
+	for _, name := range m.managedNames() {
+		for _, f := range m.families {
+			st := CertStatus{Name: name, KeyType: f.keyType}
+			if c, ok := m.cached(f, name); ok {
+				nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
+				st.NotBefore, st.NotAfter = &nb, &na
+				st.Issuer = c.Leaf.Issuer.CommonName
+				ra := m.renewAt(ctx, f, name, c)
+				st.RenewAt = &ra
+				st.OCSP = ocspStatus(c)
+			}
+			if e, ok, _ := m.ledger.get(ctx, name, f.keyType); ok {
+				st.Failures, st.LastError = e.Failures, e.LastError
+				next := e.NextAttempt
+				st.NextRetry = &next
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func ocspStatus(c certmagic.Certificate) string {
+	if len(c.Leaf.OCSPServer) == 0 {
+		return ""
+	}
+	if len(c.OCSPStaple) == 0 {
+		return "none"
+	}
+	resp, err := ocsp.ParseResponse(c.OCSPStaple, nil)
+	if err != nil {
+		return "invalid"
+	}
+	switch resp.Status {
+	case ocsp.Good:
+		return "good"
+	case ocsp.Revoked:
+		return "revoked"
+	}
+	return "unknown"
+}
+
+// renewAt is when a certificate is due: the time picked in the CA's ARI
+// window when the CA gave one (read from the certificate's stored
+// metadata), else Portico's own ratio-based due date.
+func (m *Manager) renewAt(ctx context.Context, f *family, name string, c certmagic.Certificate) time.Time {
+	due := renewAt(c.Leaf.NotBefore, c.Leaf.NotAfter, m.sched.ratio, spreadKey(c.Names, f.keyType))
+	if ari, ok := m.storedARI(ctx, f, name); ok && ari.Before(due) {
+		return ari
+	}
+	return due
+}
+
+// storedARI reads the ARI-selected renewal time certmagic keeps in the
+// certificate's metadata.
+func (m *Manager) storedARI(ctx context.Context, f *family, name string) (time.Time, bool) {
+	for _, iss := range f.cfg.Issuers {
+		data, err := f.cfg.Storage.Load(ctx, certmagic.StorageKeys.SiteMeta(iss.IssuerKey(), name))
+		if err != nil {
+			continue
+		}
+		var meta struct {
+			IssuerData struct {
+				RenewalInfo struct {
+					SelectedTime time.Time `json:"_selectedTime"`
+				} `json:"renewal_info"`
+			} `json:"issuer_data"`
+		}
+		if json.Unmarshal(data, &meta) == nil && !meta.IssuerData.RenewalInfo.SelectedTime.IsZero() {
+			return meta.IssuerData.RenewalInfo.SelectedTime, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// Retry moves a name's next attempt (every key type) to now and starts a
+// pass: the operator's early retry. It returns ErrNotManaged for unknown names.
+func (m *Manager) Retry(ctx context.Context, name string) error {
+	if !m.managed(name) {
+		return fmt.Errorf("%s: %w", name, ErrNotManaged)
+	}
+	for _, f := range m.families {
+		if err := m.ledger.retryNow(ctx, name, f.keyType); err != nil {
+			return err
+		}
+	}
+	m.sched.kick()
+	return nil
+}
+
+// RetryAll is Retry for every name with failures; it returns how many
+// certificates were rescheduled.
+func (m *Manager) RetryAll(ctx context.Context) (int, error) {
+	n := 0
+	for _, name := range m.managedNames() {
+		for _, f := range m.families {
+			_, ok, err := m.ledger.get(ctx, name, f.keyType)
+			if err != nil {
+				return n, err
+			}
+			if !ok {
+				continue
+			}
+			if err := m.ledger.retryNow(ctx, name, f.keyType); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	m.sched.kick()
+	return n, nil
+}
