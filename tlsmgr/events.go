@@ -8,6 +8,8 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/portico-proxy/portico/tlsmgr/notify"
 )
 
 // eventHandler steers certmagic through its events: the failure ledger may
@@ -52,6 +54,10 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 			m.logger.Error("certificate REVOKED according to its OCSP responder; replacing it",
 				zap.Strings("names", subjects), zap.String("key_type", keyType),
 				zap.Any("reason", data["reason"]), zap.Any("revoked_at", data["revoked_at"]))
+			for _, n := range subjects {
+				m.notify(notify.Event{Kind: notify.KindRevoked, Name: n, KeyType: keyType,
+					Message: fmt.Sprintf("certificate for %s (%s) was REVOKED according to its OCSP responder; Portico is replacing it", n, keyType)})
+			}
 		case "cached_managed_cert":
 			sans, _ := data["sans"].([]string)
 			m.refresh(sans...)
@@ -76,23 +82,32 @@ func (m *Manager) familyByKeyType(kt string) *family {
 	return nil
 }
 
-// recordFailure writes a failed attempt to the ledger and tells the operator.
+// recordFailure writes a failed attempt to the ledger and tells the
+// operator, once per backoff step for the whole fleet.
 func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cause error) {
 	ca := "local"
 	if f.acme != nil {
 		ca = f.acme.CA
 	}
-	e, err := m.ledger.failure(context.WithoutCancel(ctx), name, f.keyType, ca, cause)
+	ctx = context.WithoutCancel(ctx)
+	e, err := m.ledger.failure(ctx, name, f.keyType, ca, cause)
 	if err != nil {
 		m.logger.Error("could not record failure in ledger", zap.String("name", name), zap.Error(err))
 	}
+	msg := fmt.Sprintf("certificate for %s (%s) could not be obtained; next attempt in %s", name, f.keyType, humanDuration(time.Until(e.NextAttempt)))
 	m.logger.Error("certificate attempt failed",
 		zap.String("name", name),
 		zap.String("key_type", f.keyType),
 		zap.String("ca", ca),
 		zap.Int("consecutive_failures", e.Failures),
 		zap.Time("next_attempt", e.NextAttempt),
+		zap.String("summary", msg),
 		zap.Error(cause))
+	if first, err := m.ledger.markNotified(ctx, e); err == nil && !first {
+		return // another instance already told the operator of this step
+	}
+	m.notify(notify.Event{Kind: notify.KindFailure, Name: name, KeyType: f.keyType, CA: ca, Error: cause.Error(),
+		Failures: e.Failures, NextRetry: e.NextAttempt, Message: msg})
 }
 
 // wantEvent lists the certmagic events Portico acts on. certmagic asks

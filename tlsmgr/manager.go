@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/tlsmgr/notify"
 )
 
 // family is everything about one certificate key type: its certmagic Config
@@ -49,6 +50,10 @@ type Manager struct {
 	sched    *scheduler
 	index    *certIndex
 	slots    orderSlots
+
+	notifyMu  sync.RWMutex
+	notifier  *notify.Dispatcher
+	notifyKey string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -108,6 +113,7 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		m.families = append(m.families, f)
 	}
 	m.sched = newScheduler(m, cfg.Renewal)
+	m.setNotifiers(cfg)
 	return m, nil
 }
 
@@ -259,6 +265,9 @@ func (m *Manager) Stop() {
 	m.cancel()
 	m.sched.wait()
 	m.cache.Stop()
+	nctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	m.closeNotifiers(nctx)
+	cancel()
 	if c, ok := m.storage.(closer); ok {
 		c.Close()
 	}
@@ -277,6 +286,7 @@ func (m *Manager) LocalRootPEM(ctx context.Context) ([]byte, error) {
 // CA down) and ordered in the background when storage has none; removed names
 // stop being managed and leave the cache.
 func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
+	m.setNotifiers(cfg)
 	want := map[string]struct{}{}
 	for _, n := range ManagedNames(cfg) {
 		want[n] = struct{}{}

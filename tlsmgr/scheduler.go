@@ -3,6 +3,7 @@ package tlsmgr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/tlsmgr/notify"
 )
 
 // errVetoed marks an attempt that the failure ledger did not allow yet. It is
@@ -50,6 +52,7 @@ type scheduler struct {
 
 	mu       sync.Mutex
 	inflight map[unitKey]bool
+	ariCache map[unitKey]ariEntry
 	wg       sync.WaitGroup // the loop and every attempt
 	attempts sync.WaitGroup // attempts only
 	stopping atomic.Bool
@@ -63,6 +66,7 @@ func newScheduler(m *Manager, r config.Renewal) *scheduler {
 		kickCh:   make(chan struct{}, 1),
 		now:      time.Now,
 		inflight: map[unitKey]bool{},
+		ariCache: map[unitKey]ariEntry{},
 	}
 }
 
@@ -144,8 +148,11 @@ func (s *scheduler) consider(ctx context.Context, name string, f *family) {
 			cert, have = c, true
 		}
 	}
-	if have && !s.due(f, cert) {
-		return
+	if have {
+		s.m.checkExpiry(ctx, f, name, cert, s.now())
+		if !s.due(ctx, f, name, cert) {
+			return
+		}
 	}
 	if ok, _ := s.m.ledger.allowed(ctx, name, f.keyType); !ok {
 		return
@@ -171,19 +178,53 @@ func (s *scheduler) consider(ctx context.Context, name string, f *family) {
 	}()
 }
 
-// due reports whether a cached certificate should be renewed now: inside the
-// CA's ARI window when it gave one, else with ratio of its lifetime left (half
-// for certificates shorter than 10 days), moved earlier by a per-certificate
-// spread so that certificates issued together are not renewed together.
-func (s *scheduler) due(f *family, cert certmagic.Certificate) bool {
+// due reports whether a cached certificate should be renewed now.
+func (s *scheduler) due(ctx context.Context, f *family, name string, cert certmagic.Certificate) bool {
 	if cert.Leaf == nil {
 		return false
 	}
-	if !s.now().Before(renewAt(cert.Leaf.NotBefore, cert.Leaf.NotAfter, s.ratio, spreadKey(cert.Names, f.keyType))) {
-		return true
+	return !s.now().Before(s.dueAt(ctx, f, name, cert))
+}
+
+// dueAt is when a certificate should be renewed: the time selected in the
+// CA's ARI window when it offered one, but never later than the backstop of
+// ratio of its lifetime left (half for certificates shorter than 10 days),
+// which is moved earlier by a per-certificate spread so that certificates
+// issued together are not renewed together.
+func (s *scheduler) dueAt(ctx context.Context, f *family, name string, cert certmagic.Certificate) time.Time {
+	due := renewAt(cert.Leaf.NotBefore, cert.Leaf.NotAfter, s.ratio, spreadKey(cert.Names, f.keyType))
+	if ari, ok := s.ari(ctx, f, name, cert); ok && ari.Before(due) {
+		due = ari
 	}
-	// certmagic knows the ARI window; ask it without its logging
-	return cert.NeedsRenewal(f.cfg)
+	return due
+}
+
+// ariEntry caches the ARI-selected renewal time of one certificate: it is
+// read from the certificate's metadata in storage (where certmagic keeps it
+// fresh, following the CA's Retry-After) at most every ariRecheck.
+type ariEntry struct {
+	hash     string
+	selected time.Time
+	ok       bool
+	read     time.Time
+}
+
+const ariRecheck = 30 * time.Minute
+
+func (s *scheduler) ari(ctx context.Context, f *family, name string, cert certmagic.Certificate) (time.Time, bool) {
+	key := unitKey{name, f.keyType}
+	now := time.Now()
+	s.mu.Lock()
+	e, cached := s.ariCache[key]
+	s.mu.Unlock()
+	if cached && e.hash == cert.Hash() && now.Sub(e.read) < ariRecheck {
+		return e.selected, e.ok
+	}
+	sel, ok := s.m.storedARI(ctx, f, name)
+	s.mu.Lock()
+	s.ariCache[key] = ariEntry{hash: cert.Hash(), selected: sel, ok: ok, read: now}
+	s.mu.Unlock()
+	return sel, ok
 }
 
 // renewAt is when a certificate is due without ARI. The spread moves it
@@ -212,6 +253,24 @@ func spreadKey(names []string, keyType string) uint64 {
 	return h.Sum64()
 }
 
+// renew replaces a due certificate unless another instance of the fleet
+// already did. certmagic's own "already renewed?" check uses its ratio, not
+// Portico's due date, so Portico takes its own lock, compares storage with
+// the cache, and forces the renewal only when storage has nothing newer.
+func (s *scheduler) renew(ctx context.Context, name string, f *family) error {
+	lock := "portico_renew_" + f.keyType + "_" + certmagic.StorageKeys.Safe(name)
+	if err := s.m.storage.Lock(ctx, lock); err != nil {
+		return fmt.Errorf("lock %s: %w", lock, err)
+	}
+	defer s.m.storage.Unlock(context.WithoutCancel(ctx), lock)
+	cached, _ := s.m.cached(f, name)
+	if stored, err := s.m.storedLeaf(ctx, f, name); err == nil && cached.Leaf != nil &&
+		stored.SerialNumber.Cmp(cached.Leaf.SerialNumber) != 0 && stored.NotAfter.After(cached.Leaf.NotAfter) {
+		return nil // renewed elsewhere: attempt() loads it
+	}
+	return f.cfg.RenewCertSync(ctx, name, true)
+}
+
 // attempt obtains or renews one certificate and records the outcome.
 func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew bool) {
 	log := s.m.logger.With(zap.String("name", name), zap.String("key_type", f.keyType))
@@ -225,7 +284,7 @@ func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew b
 	defer release()
 	actx := context.WithValue(ctx, ctxOwnAttempt, true)
 	if renew {
-		err = f.cfg.RenewCertSync(actx, name, false)
+		err = s.renew(actx, name, f)
 	} else {
 		err = f.cfg.ObtainCertSync(actx, name)
 	}
@@ -249,6 +308,10 @@ func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew b
 		s.m.cache.Remove([]string{old.Hash()})
 	}
 	s.m.refresh(name)
+	if e, failed, _ := s.m.ledger.get(ctx, name, f.keyType); failed {
+		s.m.notify(notify.Event{Kind: notify.KindRecovered, Name: name, KeyType: f.keyType, CA: e.CA, Failures: e.Failures,
+			NotAfter: fresh.Leaf.NotAfter, Message: fmt.Sprintf("certificate for %s (%s) obtained after %d failed attempts", name, f.keyType, e.Failures)})
+	}
 	if err := s.m.ledger.success(ctx, name, f.keyType); err != nil {
 		log.Warn("could not clear failure ledger", zap.Error(err))
 	}

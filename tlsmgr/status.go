@@ -2,9 +2,12 @@ package tlsmgr
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -41,7 +44,7 @@ func (m *Manager) Status(ctx context.Context) []CertStatus {
 				nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
 				st.NotBefore, st.NotAfter = &nb, &na
 				st.Issuer = c.Leaf.Issuer.CommonName
-				ra := m.renewAt(ctx, f, name, c)
+				ra := m.sched.dueAt(ctx, f, name, c)
 				st.RenewAt = &ra
 				st.OCSP = ocspStatus(c)
 			}
@@ -74,17 +77,6 @@ func ocspStatus(c certmagic.Certificate) string {
 		return "revoked"
 	}
 	return "unknown"
-}
-
-// renewAt is when a certificate is due: the time picked in the CA's ARI
-// window when the CA gave one (read from the certificate's stored
-// metadata), else Portico's own ratio-based due date.
-func (m *Manager) renewAt(ctx context.Context, f *family, name string, c certmagic.Certificate) time.Time {
-	due := renewAt(c.Leaf.NotBefore, c.Leaf.NotAfter, m.sched.ratio, spreadKey(c.Names, f.keyType))
-	if ari, ok := m.storedARI(ctx, f, name); ok && ari.Before(due) {
-		return ari
-	}
-	return due
 }
 
 // storedARI reads the ARI-selected renewal time certmagic keeps in the
@@ -145,4 +137,22 @@ func (m *Manager) RetryAll(ctx context.Context) (int, error) {
 	}
 	m.sched.kick()
 	return n, nil
+}
+
+// storedLeaf reads a family's certificate for name from storage.
+func (m *Manager) storedLeaf(ctx context.Context, f *family, name string) (*x509.Certificate, error) {
+	var lastErr error = fs.ErrNotExist
+	for _, iss := range f.cfg.Issuers {
+		data, err := f.cfg.Storage.Load(ctx, certmagic.StorageKeys.SiteCert(iss.IssuerKey(), name))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		block, _ := pem.Decode(data)
+		if block == nil {
+			return nil, fmt.Errorf("stored certificate for %s is not PEM", name)
+		}
+		return x509.ParseCertificate(block.Bytes)
+	}
+	return nil, lastErr
 }
