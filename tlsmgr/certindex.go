@@ -58,6 +58,9 @@ func (ix *certIndex) shard(name string) *indexShard {
 
 // get returns the pair for a lower-case name, exact or by wildcard.
 func (ix *certIndex) get(name string) *certPair {
+	if name == "" || name[0] == '.' {
+		return nil // wildcard keys start with a dot; no real name does
+	}
 	if p := ix.lookup(name); p != nil {
 		return p
 	}
