@@ -182,6 +182,10 @@ func TestDualCertificatesAndOCSP(t *testing.T) {
 
 	// a response signed by a stranger is never stapled
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
+		waitFor(t, 20*time.Second, "bogus.test served", func() bool {
+			_, err := tryHandshake(e.httpsAddr("127.0.0.1"), "bogus.test", roots, tweak)
+			return err == nil
+		})
 		if st := handshake(t, e.httpsAddr("127.0.0.1"), "bogus.test", roots, tweak); len(st.OCSPResponse) != 0 {
 			t.Errorf("bogus.test (%v) was served a staple that does not verify", st.PeerCertificates[0].PublicKeyAlgorithm)
 		}

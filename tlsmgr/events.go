@@ -26,7 +26,7 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 		}
 		name, _ := data["identifier"].(string)
 		own := ctx.Value(ctxOwnAttempt) != nil
-		f := m.familyByKeyType(keyType)
+		f := m.familyFor(name, keyType)
 		switch event {
 		case "cert_obtaining":
 			renewal, _ := data["renewal"].(bool)
@@ -73,8 +73,9 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 	}
 }
 
-func (m *Manager) familyByKeyType(kt string) *family {
-	for _, f := range m.families {
+// familyFor returns the family of key type kt that manages name.
+func (m *Manager) familyFor(name, kt string) *family {
+	for _, f := range m.familiesFor(name) {
 		if f.keyType == kt {
 			return f
 		}

@@ -44,8 +44,10 @@ type Manager struct {
 	logger   *zap.Logger
 	storage  certmagic.Storage
 	cache    *certmagic.Cache
-	families []*family
+	families []*family // the default variant's, by key type
 	local    *LocalCA
+	roots    *x509.CertPool
+	acmeCfg  *config.Config // the ACME, listen and renewal settings variants are built from
 	ledger   *ledger
 	sched    *scheduler
 	index    *certIndex
@@ -58,9 +60,11 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu    sync.RWMutex
-	names map[string]struct{} // managed names
-	caURL string
+	mu       sync.RWMutex
+	names    map[string]struct{} // managed names
+	variants map[string]*variant // by challengeSpec.key()
+	nameVar  map[string]*variant // each managed name's variant
+	caURL    string
 }
 
 // New builds a Manager for cfg. It opens storage but contacts no CA: a CA or
@@ -78,14 +82,17 @@ func New(cfg *config.Config, logger *zap.Logger) (*Manager, error) {
 func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.Logger) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		logger:  logger,
-		storage: storage,
-		ctx:     ctx,
-		cancel:  cancel,
-		names:   map[string]struct{}{},
-		caURL:   cfg.ACME.CA,
-		index:   newCertIndex(),
-		slots:   orderSlots{storage: storage, n: cfg.Renewal.MaxConcurrent},
+		logger:   logger,
+		storage:  storage,
+		ctx:      ctx,
+		cancel:   cancel,
+		names:    map[string]struct{}{},
+		variants: map[string]*variant{},
+		nameVar:  map[string]*variant{},
+		caURL:    cfg.ACME.CA,
+		acmeCfg:  cfg,
+		index:    newCertIndex(),
+		slots:    orderSlots{storage: storage, n: cfg.Renewal.MaxConcurrent},
 	}
 	m.ledger = newLedger(storage, durations(cfg.Renewal.Backoff))
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -101,23 +108,22 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		cancel()
 		return nil, err
 	}
+	m.roots = roots
 	if cfg.ACME.CA == "local" {
 		m.local = NewLocalCA(storage)
 	}
-	for _, kt := range cfg.ACME.KeyTypes {
-		f, err := m.newFamily(cfg, kt, roots)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		m.families = append(m.families, f)
+	def, err := m.variantFor(defaultSpec(cfg))
+	if err != nil {
+		cancel()
+		return nil, err
 	}
+	m.families = def.families
 	m.sched = newScheduler(m, cfg.Renewal)
 	m.setNotifiers(cfg)
 	return m, nil
 }
 
-func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.CertPool) (*family, error) {
+func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.CertPool, spec challengeSpec) (*family, error) {
 	f := &family{keyType: keyType, ecdsa: !config.IsRSA(keyType)}
 	f.cfg = certmagic.New(m.cache, certmagic.Config{
 		RenewalWindowRatio: cfg.Renewal.Ratio,
@@ -141,8 +147,8 @@ func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.Cert
 		Agreed:                  cfg.ACME.AgreeTOS,
 		Profile:                 cfg.ACME.Profile,
 		TrustedRoots:            roots,
-		DisableHTTPChallenge:    !slices.Contains(cfg.ACME.Challenges, "http-01") || cfg.Listen.HTTP == "",
-		DisableTLSALPNChallenge: !slices.Contains(cfg.ACME.Challenges, "tls-alpn-01"),
+		DisableHTTPChallenge:    !slices.Contains(spec.challenges, "http-01") || cfg.Listen.HTTP == "",
+		DisableTLSALPNChallenge: !slices.Contains(spec.challenges, "tls-alpn-01"),
 		// Portico's own listeners answer challenges; pointing certmagic at
 		// them makes its solver see the port in use and leave it to us.
 		ListenHost:     httpHost,
@@ -161,6 +167,13 @@ func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.Cert
 			return acct, nil
 		},
 	})
+	if slices.Contains(spec.challenges, "dns-01") {
+		solver, err := dnsSolver(spec.dns, m.logger.Named("dns").With(zap.String("key_type", keyType)))
+		if err != nil {
+			return nil, err
+		}
+		f.acme.DNS01Solver = solver
+	}
 	f.cfg.Issuers = []certmagic.Issuer{f.acme}
 	return f, nil
 }
@@ -210,23 +223,15 @@ func durations(ds []config.Duration) []time.Duration {
 // configForCert tells the shared cache which family manages a certificate:
 // the one whose key algorithm the leaf has.
 func (m *Manager) configForCert(cert certmagic.Certificate) (*certmagic.Config, error) {
-	if f := m.familyOf(cert.Leaf); f != nil {
-		return f.cfg, nil
-	}
-	return nil, fmt.Errorf("no key type configured for certificate %v", cert.Names)
-}
-
-func (m *Manager) familyOf(leaf *x509.Certificate) *family {
-	if leaf == nil {
-		return nil
-	}
-	isEC := leaf.PublicKeyAlgorithm == x509.ECDSA
-	for _, f := range m.families {
-		if f.ecdsa == isEC {
-			return f
+	if cert.Leaf != nil && len(cert.Names) > 0 {
+		isEC := cert.Leaf.PublicKeyAlgorithm == x509.ECDSA
+		for _, f := range m.familiesFor(cert.Names[0]) {
+			if f.ecdsa == isEC {
+				return f.cfg, nil
+			}
 		}
 	}
-	return nil
+	return nil, fmt.Errorf("no key type configured for certificate %v", cert.Names)
 }
 
 // Start runs the renewal scheduler and certmagic's maintenance until Stop.
@@ -288,10 +293,23 @@ func (m *Manager) LocalRootPEM(ctx context.Context) ([]byte, error) {
 func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	m.setNotifiers(cfg)
 	want := map[string]struct{}{}
-	for _, n := range ManagedNames(cfg) {
-		want[n] = struct{}{}
+	vars := map[string]*variant{}
+	for _, s := range cfg.Sites {
+		v, err := m.variantFor(siteSpec(cfg, s))
+		if err != nil {
+			m.logger.Error("cannot set up the site's challenges; its names are not managed", zap.Strings("hosts", s.Hosts), zap.Error(err))
+			continue
+		}
+		for _, h := range s.Hosts {
+			if m.local == nil && coveredByCertificate(cfg, h) {
+				continue
+			}
+			want[h] = struct{}{}
+			vars[h] = v
+		}
 	}
 	m.mu.Lock()
+	m.nameVar = vars
 	var added, removed []string
 	for n := range want {
 		if _, ok := m.names[n]; !ok {
@@ -326,21 +344,17 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	}
 }
 
-// ManagedNames lists the hosts of cfg that need certificates from the CA.
-func ManagedNames(cfg *config.Config) []string {
-	var out []string
-	for _, s := range cfg.Sites {
-		out = append(out, s.Hosts...)
-	}
-	return out
-}
+// coveredByCertificate reports whether a [[certificate]] the operator brings
+// covers host (such names are not ordered). Filled in with [[certificate]]
+// support.
+func coveredByCertificate(cfg *config.Config, host string) bool { return false }
 
 // loadFromStorage caches every stored certificate of names, a few at a time.
 func (m *Manager) loadFromStorage(ctx context.Context, names []string) {
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, n := range names {
-		for _, f := range m.families {
+		for _, f := range m.familiesFor(n) {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {
@@ -433,7 +447,7 @@ func (m *Manager) cached(f *family, name string) (certmagic.Certificate, bool) {
 	var best certmagic.Certificate
 	found := false
 	for _, c := range m.cache.AllMatchingCertificates(name) {
-		if m.familyOf(c.Leaf) != f || !slices.Contains(c.Names, name) {
+		if c.Leaf == nil || (c.Leaf.PublicKeyAlgorithm == x509.ECDSA) != f.ecdsa || !slices.Contains(c.Names, name) {
 			continue
 		}
 		if !found || c.Leaf.NotAfter.After(best.Leaf.NotAfter) {

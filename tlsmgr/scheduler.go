@@ -124,7 +124,7 @@ func (s *scheduler) pass(ctx context.Context) {
 	// pass (maintenance renewals, OCSP refreshes): mirror them
 	s.m.refresh(names...)
 	for _, name := range names {
-		for _, f := range s.m.families {
+		for _, f := range s.m.familiesFor(name) {
 			s.consider(ctx, name, f)
 		}
 	}

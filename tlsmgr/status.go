@@ -38,7 +38,7 @@ var ErrNotManaged = errors.New("not a managed name")
 func (m *Manager) Status(ctx context.Context) []CertStatus {
 	var out []CertStatus
 	for _, name := range m.managedNames() {
-		for _, f := range m.families {
+		for _, f := range m.familiesFor(name) {
 			st := CertStatus{Name: name, KeyType: f.keyType}
 			if c, ok := m.cached(f, name); ok {
 				nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
@@ -107,7 +107,7 @@ func (m *Manager) Retry(ctx context.Context, name string) error {
 	if !m.managed(name) {
 		return fmt.Errorf("%s: %w", name, ErrNotManaged)
 	}
-	for _, f := range m.families {
+	for _, f := range m.familiesFor(name) {
 		if err := m.ledger.retryNow(ctx, name, f.keyType); err != nil {
 			return err
 		}
@@ -121,7 +121,7 @@ func (m *Manager) Retry(ctx context.Context, name string) error {
 func (m *Manager) RetryAll(ctx context.Context) (int, error) {
 	n := 0
 	for _, name := range m.managedNames() {
-		for _, f := range m.families {
+		for _, f := range m.familiesFor(name) {
 			_, ok, err := m.ledger.get(ctx, name, f.keyType)
 			if err != nil {
 				return n, err
