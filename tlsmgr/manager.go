@@ -53,6 +53,10 @@ type Manager struct {
 	index    *certIndex
 	slots    orderSlots
 
+	staticMu    sync.Mutex
+	static      map[string]*staticCert // by cert+key path
+	staticNames map[string]bool
+
 	notifyMu  sync.RWMutex
 	notifier  *notify.Dispatcher
 	notifyKey string
@@ -257,7 +261,7 @@ func (m *Manager) Start() {
 			m.logger.Info("local CA root is in storage; export it with `portico certs -root`",
 				zap.String("storage_key", localCARootCert))
 		}
-	} else {
+	} else if m.acmeCfg.ACMEDefined {
 		go m.logTermsOfService()
 	}
 	m.sched.start(m.ctx)
@@ -292,6 +296,7 @@ func (m *Manager) LocalRootPEM(ctx context.Context) ([]byte, error) {
 // stop being managed and leave the cache.
 func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	m.setNotifiers(cfg)
+	covered := m.applyStatic(ctx, cfg.Certificates)
 	want := map[string]struct{}{}
 	vars := map[string]*variant{}
 	for _, s := range cfg.Sites {
@@ -301,8 +306,8 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 			continue
 		}
 		for _, h := range s.Hosts {
-			if m.local == nil && coveredByCertificate(cfg, h) {
-				continue
+			if coveredBy(covered, h) {
+				continue // served from the operator's [[certificate]]
 			}
 			want[h] = struct{}{}
 			vars[h] = v
@@ -343,11 +348,6 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 		m.sched.kick()
 	}
 }
-
-// coveredByCertificate reports whether a [[certificate]] the operator brings
-// covers host (such names are not ordered). Filled in with [[certificate]]
-// support.
-func coveredByCertificate(cfg *config.Config, host string) bool { return false }
 
 // loadFromStorage caches every stored certificate of names, a few at a time.
 func (m *Manager) loadFromStorage(ctx context.Context, names []string) {

@@ -119,6 +119,7 @@ func (s *scheduler) drain(limit time.Duration) {
 // pass looks at every managed certificate once and starts the attempts that
 // are due and allowed.
 func (s *scheduler) pass(ctx context.Context) {
+	s.m.reloadChangedStatic(ctx)
 	names := s.m.managedNames()
 	// certmagic may have replaced certificates or staples since the last
 	// pass (maintenance renewals, OCSP refreshes): mirror them
