@@ -62,6 +62,11 @@ type Listen struct {
 	HTTPS string `toml:"https"`
 	// Admin is the admin API address ("" disables it); a path is a unix socket.
 	Admin string `toml:"admin"`
+	// AdminToken, when set, must be sent by every admin API client as
+	// "Authorization: Bearer <token>". It is required when Admin is a TCP
+	// address other than loopback. Write it as a placeholder such as
+	// "{env.PORTICO_ADMIN_TOKEN}" rather than in the file.
+	AdminToken string `toml:"admin_token"`
 }
 
 // Storage selects where certificates, keys, the ACME account and the

@@ -324,9 +324,47 @@ func (v *validator) validateListen(cfg *Config) {
 		v.bad("listen.https", `set https = ":443"`, "the HTTPS listener cannot be disabled")
 	}
 	if a := cfg.Listen.Admin; a != "" && !strings.Contains(a, "/") {
-		if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
+		if host, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
 			v.bad("listen.admin", `write host:port such as "127.0.0.1:2019", a unix socket path, or "" to disable`, "%q is not a listen address", a)
+		} else if !isLoopbackHost(host) && strings.TrimSpace(cfg.Listen.AdminToken) == "" {
+			// Pointed at the admin line: that is what makes the token necessary.
+			v.problems = append(v.problems, Problem{File: v.file, Line: v.lines.line("listen.admin"), Key: "listen.admin_token",
+				Msg: fmt.Sprintf("missing: admin = %q is reachable from other machines, so the admin API needs a token", a),
+				Fix: `set admin_token = "{env.PORTICO_ADMIN_TOKEN}" in [listen] and export a long random value, or listen on "127.0.0.1:2019" or a unix socket path`})
 		}
+	}
+	v.validateAdminToken(cfg.Listen.AdminToken)
+}
+
+// isLoopbackHost reports whether a listen host only accepts connections
+// from this machine: localhost or a loopback IP ("" means every interface).
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// minAdminToken is the token length under which Portico warns.
+const minAdminToken = 16
+
+// validateAdminToken checks that the token can travel in an HTTP header.
+// Messages never quote it.
+func (v *validator) validateAdminToken(tok string) {
+	if tok == "" {
+		return
+	}
+	for _, c := range tok {
+		if c <= ' ' || c == 0x7f || c > 0x7e {
+			v.bad("listen.admin_token", "use printable ASCII without spaces, e.g. the output of `openssl rand -hex 32`",
+				"the token holds a space, control or non-ASCII character, which cannot be sent in an Authorization header")
+			return
+		}
+	}
+	if len(tok) < minAdminToken {
+		v.warnings = append(v.warnings, fmt.Sprintf(
+			"listen.admin_token is shorter than %d characters: use a long random value, e.g. the output of `openssl rand -hex 32`", minAdminToken))
 	}
 }
 

@@ -169,7 +169,7 @@ func TestParseRefusals(t *testing.T) {
 			key: "sites[1]", msg: []string{"unknown key"}, fix: `did you mean "site"?`},
 		{name: "unknown key far from any known one lists the allowed keys",
 			src: acmeOK + siteOK + "[listen]\nbacklog = 128 " + marker + "\n",
-			key: "listen.backlog", msg: []string{"unknown key"}, fix: "allowed here: admin, http, https"},
+			key: "listen.backlog", msg: []string{"unknown key"}, fix: "allowed here: admin, admin_token, http, https"},
 
 		// the ACME account
 		{name: "missing email",
@@ -361,6 +361,24 @@ func TestParseRefusals(t *testing.T) {
 		{name: "admin address with bad port",
 			src: acmeOK + siteOK + "[listen]\nadmin = \"127.0.0.1:70000\" " + marker + "\n",
 			key: "listen.admin", msg: []string{"is not a listen address"}, fix: "unix socket"},
+		{name: "admin on every interface without a token",
+			src: acmeOK + siteOK + "[listen]\nadmin = \"0.0.0.0:2019\" " + marker + "\n",
+			key: "listen.admin_token", msg: []string{"missing", `"0.0.0.0:2019" is reachable from other machines`}, fix: `admin_token = "{env.PORTICO_ADMIN_TOKEN}"`},
+		{name: "admin with an empty host without a token",
+			src: acmeOK + siteOK + "[listen]\nadmin = \":2019\" " + marker + "\n",
+			key: "listen.admin_token", msg: []string{`":2019" is reachable`}, fix: `"127.0.0.1:2019" or a unix socket path`},
+		{name: "admin on a private address with a blank token",
+			src: acmeOK + siteOK + "[listen]\nadmin = \"10.0.0.5:2019\" " + marker + "\nadmin_token = \"  \"\n",
+			key: "listen.admin_token", msg: []string{"missing", "10.0.0.5:2019"}, fix: "admin_token", count: 2},
+		{name: "admin on a host name without a token",
+			src: acmeOK + siteOK + "[listen]\nadmin = \"admin.internal:2019\" " + marker + "\n",
+			key: "listen.admin_token", msg: []string{"needs a token"}, fix: "admin_token"},
+		{name: "admin token with a space is refused without echoing it",
+			src: acmeOK + siteOK + "[listen]\nadmin = \"127.0.0.1:2019\"\nadmin_token = \"s3cret s3cret s3cret\" " + marker + "\n",
+			key: "listen.admin_token", msg: []string{"space"}, fix: "openssl rand -hex 32", secret: "s3cret"},
+		{name: "admin token with a newline is refused",
+			src: acmeOK + siteOK + "[listen]\nadmin = \"127.0.0.1:2019\"\nadmin_token = \"s3cret-s3cret-s3cret\\n\" " + marker + "\n",
+			key: "listen.admin_token", msg: []string{"control"}, fix: "printable ASCII", secret: "s3cret"},
 
 		// notify
 		{name: "empty notify",
@@ -541,6 +559,13 @@ func TestParseAccepts(t *testing.T) {
 		{name: "webhook and email notify with smtp",
 			src: acmeOK + siteOK + "[smtp]\nhost = \"smtp.example.net\"\nfrom = \"portico@example.net\"\n[[notify]]\nwebhook = \"https://hooks.example.net/x\"\n[[notify]]\nemail = \"oncall@example.net\"\n"},
 		{name: "plain http listener disabled", src: acmeOK + siteOK + "[listen]\nhttp = \"\"\nadmin = \"/run/portico/admin.sock\"\n"},
+		{name: "admin on loopback needs no token", src: acmeOK + siteOK + "[listen]\nadmin = \"127.0.0.1:2019\"\n"},
+		{name: "admin on another loopback address", src: acmeOK + siteOK + "[listen]\nadmin = \"127.0.0.2:2019\"\n"},
+		{name: "admin on IPv6 loopback", src: acmeOK + siteOK + "[listen]\nadmin = \"[::1]:2019\"\n"},
+		{name: "admin on localhost", src: acmeOK + siteOK + "[listen]\nadmin = \"LocalHost:2019\"\n"},
+		{name: "admin on a relative unix socket", src: acmeOK + siteOK + "[listen]\nadmin = \"run/admin.sock\"\n"},
+		{name: "admin on every interface with a token",
+			src: acmeOK + siteOK + "[listen]\nadmin = \"0.0.0.0:2019\"\nadmin_token = \"0123456789abcdef0123456789abcdef\"\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -569,7 +594,7 @@ upstreams = ["http://127.0.0.1:8080"]
 	if a.AccountKeyType != "p256" {
 		t.Errorf("AccountKeyType = %q", a.AccountKeyType)
 	}
-	if cfg.Listen.HTTP != ":80" || cfg.Listen.HTTPS != ":443" || cfg.Listen.Admin != "" {
+	if cfg.Listen.HTTP != ":80" || cfg.Listen.HTTPS != ":443" || cfg.Listen.Admin != "" || cfg.Listen.AdminToken != "" {
 		t.Errorf("Listen = %+v", cfg.Listen)
 	}
 	if s := cfg.Storage; s.Backend != "file" || s.Path != filepath.Join(dir, "data") || s.Prefix != "portico" {
@@ -614,6 +639,36 @@ upstreams = ["http://127.0.0.1:8080"]
 	}
 	if cfg.Path != filepath.Join(dir, "portico.toml") {
 		t.Errorf("Path = %q", cfg.Path)
+	}
+}
+
+// TestParseAdminToken: the token comes from the environment, is kept as
+// is, and a short one is allowed with a warning that never quotes it.
+func TestParseAdminToken(t *testing.T) {
+	const token = "hunter2-0123456789abcdef"
+	t.Setenv("PORTICO_TEST_ADMIN_TOKEN", token)
+	cfg, _ := mustParse(t, acmeOK+siteOK+"[listen]\nadmin = \"0.0.0.0:2019\"\nadmin_token = \"{env.PORTICO_TEST_ADMIN_TOKEN}\"\n", nil)
+	if cfg.Listen.Admin != "0.0.0.0:2019" || cfg.Listen.AdminToken != token {
+		t.Errorf("Listen = %+v", cfg.Listen)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("Warnings = %q", cfg.Warnings)
+	}
+
+	t.Setenv("PORTICO_TEST_ADMIN_TOKEN", "hunter2")
+	cfg, _ = mustParse(t, acmeOK+siteOK+"[listen]\nadmin = \"/run/portico/admin.sock\"\nadmin_token = \"{env.PORTICO_TEST_ADMIN_TOKEN}\"\n", nil)
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "listen.admin_token is shorter than 16 characters") {
+		t.Errorf("Warnings = %q, want one about the short token", cfg.Warnings)
+	}
+	if strings.Contains(strings.Join(cfg.Warnings, " "), "hunter2") {
+		t.Errorf("a warning quotes the token: %q", cfg.Warnings)
+	}
+
+	// an unset variable is the placeholder's problem, not a missing token
+	_, err, _ := parse(t, acmeOK+siteOK+"[listen]\nadmin = \"0.0.0.0:2019\"\nadmin_token = \"{env.PORTICO_TEST_SURELY_UNSET}\"\n", nil)
+	errs := problemsOf(t, err)
+	if len(errs) == 0 || errs[0].Key != "listen.admin_token" || !strings.Contains(errs[0].Msg, "PORTICO_TEST_SURELY_UNSET is not set") {
+		t.Errorf("problems = %v", err)
 	}
 }
 

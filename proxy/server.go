@@ -37,6 +37,11 @@ type Server struct {
 	transport *http.Transport
 	router    atomic.Pointer[Router]
 
+	swapMu    sync.Mutex      // serialises Swap and RegisterMetrics
+	cfg       *config.Config  // the config of the current router
+	metrics   *metrics        // nil until RegisterMetrics
+	siteNames map[string]bool // sites of the current router, for metrics
+
 	httpAddr, httpsAddr string
 	httpsPort           string // "" when 443: left out of redirects
 
@@ -85,22 +90,52 @@ func newTransport() *http.Transport {
 // routed finish on their old site; new ones see the new table. Listener
 // addresses are fixed at start.
 func (s *Server) Swap(cfg *config.Config) error {
-	r := newRouter()
-	for _, sc := range cfg.Sites {
-		site, err := newSite(sc, s.transport, s.logger)
-		if err != nil {
-			return fmt.Errorf("site %s: %w", sc.Hosts[0], err)
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	r, names, err := s.build(cfg)
+	if err != nil {
+		if s.metrics != nil {
+			// drop the series made for new sites of the refused config
+			for name := range names {
+				if !s.siteNames[name] {
+					s.metrics.forget(name)
+				}
+			}
 		}
-		for _, h := range sc.Hosts {
-			r.add(h, site)
-		}
+		return err
 	}
 	s.router.Store(r)
+	if s.metrics != nil {
+		for name := range s.siteNames {
+			if !names[name] {
+				s.metrics.forget(name)
+			}
+		}
+	}
+	s.cfg, s.siteNames = cfg, names
 	if s.httpAddr != "" && (cfg.Listen.HTTP != s.httpAddr || cfg.Listen.HTTPS != s.httpsAddr) {
 		s.logger.Warn("listen addresses changed in the config; they take effect at the next restart",
 			zap.String("http", cfg.Listen.HTTP), zap.String("https", cfg.Listen.HTTPS))
 	}
 	return nil
+}
+
+// build makes the routing table for cfg and returns it with its sites'
+// names (on error, the names of the sites built so far).
+func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
+	r := newRouter()
+	names := make(map[string]bool, len(cfg.Sites))
+	for _, sc := range cfg.Sites {
+		names[sc.Hosts[0]] = true // a site's name, as newSite gives it
+		site, err := newSite(sc, s.transport, s.logger, s.metrics)
+		if err != nil {
+			return nil, names, fmt.Errorf("site %s: %w", sc.Hosts[0], err)
+		}
+		for _, h := range sc.Hosts {
+			r.add(h, site)
+		}
+	}
+	return r, names, nil
 }
 
 // TLSConfig is the :443 configuration: TLS 1.2 and 1.3 only, AEAD suites with

@@ -21,10 +21,14 @@ type Site struct {
 	respond  []byte
 	pool     *Pool
 	proxy    *httputil.ReverseProxy
+	metrics  *siteMetrics // nil when metrics are off
 }
 
-func newSite(sc config.Site, transport http.RoundTripper, logger *zap.Logger) (*Site, error) {
+func newSite(sc config.Site, transport http.RoundTripper, logger *zap.Logger, m *metrics) (*Site, error) {
 	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects()}
+	if m != nil {
+		s.metrics = m.forSite(s.name)
+	}
 	if d := sc.HSTSMaxAge.Std(); d > 0 {
 		s.hsts = "max-age=" + strconv.FormatInt(int64(d/time.Second), 10)
 	}
@@ -65,8 +69,21 @@ func newSite(sc config.Site, transport http.RoundTripper, logger *zap.Logger) (*
 	return s, nil
 }
 
-// ServeHTTP answers a request routed to this site.
+// ServeHTTP answers a request routed to this site, counting it when metrics
+// are on.
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.metrics == nil {
+		s.serve(w, r)
+		return
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	// deferred, so that a response aborted mid-body (http.ErrAbortHandler)
+	// is counted too
+	defer s.metrics.done(sw, time.Now(), s.proxy != nil)
+	s.serve(sw, r)
+}
+
+func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
 	if s.hsts != "" && r.TLS != nil {
 		w.Header()["Strict-Transport-Security"] = []string{s.hsts}
 	}

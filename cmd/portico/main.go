@@ -2,7 +2,13 @@
 //
 //	portico run -config FILE        serve the sites in FILE
 //	portico validate -config FILE   check FILE and summarise it
+//	portico certs [-json]           list the running portico's certificates
+//	portico retry NAME | --all      retry failing certificates now
+//	portico reload                  make the running portico re-read its config
 //	portico version                 print the version
+//
+// certs, retry and reload talk to the admin API named by [listen] admin in
+// the config (-config FILE, default portico.toml), with [listen] admin_token.
 package main
 
 import (
@@ -27,7 +33,13 @@ func usage(w io.Writer) {
 commands:
   run       serve the sites of the config (default -config portico.toml)
   validate  check the config and print a summary; exit 1 on any error
+  certs     list the certificates of the running portico (-json for JSON)
+  retry     retry a failing certificate now: retry NAME, or retry --all
+  reload    make the running portico re-read its config
   version   print the version
+
+certs, retry and reload reach the running portico through its admin API,
+[listen] admin in the config.
 
 Run 'portico <command> -h' for a command's flags.
 `)
@@ -44,6 +56,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(rest, stdout, stderr)
 	case "validate":
 		return cmdValidate(rest, stdout, stderr)
+	case "certs":
+		return cmdCerts(rest, stdout, stderr)
+	case "retry":
+		return cmdRetry(rest, stdout, stderr)
+	case "reload":
+		return cmdReload(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

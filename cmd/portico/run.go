@@ -5,17 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/proxy"
+	"github.com/portico-proxy/portico/proxy/admin"
 	"github.com/portico-proxy/portico/tlsmgr"
 )
 
@@ -46,8 +50,9 @@ type app struct {
 	logger *zap.Logger
 	certs  *tlsmgr.Manager
 	srv    *proxy.Server
+	admin  *http.Server // nil when [listen] admin = ""
 
-	mu  sync.Mutex
+	mu  sync.Mutex // serialises reloads
 	cfg *config.Config
 }
 
@@ -90,12 +95,24 @@ func (a *app) start() error {
 		return err
 	}
 	a.srv = srv
+	adminAddr := "(off)"
+	if a.cfg.Listen.Admin != "" {
+		// Before the proxy listens, so that a taken admin address stops the
+		// start with nothing served.
+		a.admin, adminAddr, err = startAdmin(a.cfg.Listen, certs, srv, a.reload, a.logger.Named("admin"))
+		if err != nil {
+			return err
+		}
+	}
 	if err := srv.Start(); err != nil {
+		if a.admin != nil {
+			a.admin.Close()
+		}
 		return err
 	}
 	httpAddr, httpsAddr := srv.Addrs()
 	a.logger.Info("portico started", zap.String("version", versionString()), zap.String("config", a.cfg.Path),
-		zap.String("http", httpAddr), zap.String("https", httpsAddr), zap.Int("sites", len(a.cfg.Sites)))
+		zap.String("http", httpAddr), zap.String("https", httpsAddr), zap.String("admin", adminAddr), zap.Int("sites", len(a.cfg.Sites)))
 	certs.Start()
 	certs.Apply(context.Background(), a.cfg)
 	return nil
@@ -105,6 +122,10 @@ func (a *app) start() error {
 // atomically; an invalid one is reported with every problem and changes
 // nothing.
 func (a *app) reload() error {
+	// SIGHUP and the admin API may ask at once: one reload at a time, so
+	// the last config read is the one in force.
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	cfg, err := config.Load(a.path)
 	if err != nil {
 		var problems []string
@@ -119,13 +140,14 @@ func (a *app) reload() error {
 		a.logger.Error("reload refused: the running config stays", zap.String("config", a.path), zap.Strings("problems", problems))
 		return err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if err := a.srv.Swap(cfg); err != nil {
 		a.logger.Error("reload refused: the running config stays", zap.Error(err))
 		return err
 	}
 	a.certs.Apply(context.Background(), cfg)
+	if cfg.Listen.Admin != a.cfg.Listen.Admin || cfg.Listen.AdminToken != a.cfg.Listen.AdminToken {
+		a.logger.Warn("[listen] admin or admin_token changed in the config; the admin API keeps the old ones until the next restart")
+	}
 	a.cfg = cfg
 	for _, w := range cfg.Warnings {
 		a.logger.Warn("config warning", zap.String("warning", w))
@@ -145,7 +167,15 @@ func (a *app) wait() int {
 		}
 		a.logger.Info("shutting down: draining in-flight requests", zap.String("signal", sig.String()), zap.Duration("limit", drainTimeout))
 		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		adminDone := make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			if a.admin != nil && a.admin.Shutdown(ctx) != nil {
+				a.admin.Close()
+			}
+		}()
 		err := a.srv.Shutdown(ctx)
+		<-adminDone
 		cancel()
 		a.certs.Stop()
 		if err != nil {
@@ -155,4 +185,50 @@ func (a *app) wait() int {
 		return 0
 	}
 	return 0
+}
+
+// startAdmin serves the admin API on l.Admin with Prometheus metrics: the Go
+// runtime and process collectors, the proxy's request metrics and the
+// certificates'. It returns the server and the address it listens on.
+func startAdmin(l config.Listen, certs admin.Certs, srv *proxy.Server, reload func() error, logger *zap.Logger) (*http.Server, string, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, "", err
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, "", err
+	}
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return nil, "", err
+	}
+	if err := reg.Register(admin.NewCertCollector(certs)); err != nil {
+		return nil, "", err
+	}
+	ln, err := admin.Listen(l.Admin)
+	if err != nil {
+		return nil, "", err
+	}
+	hs := &http.Server{
+		Handler: admin.Handler(admin.Options{
+			Certs:    certs,
+			Reload:   reload,
+			Gatherer: reg,
+			Token:    l.AdminToken,
+			Logger:   logger,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      clientTimeout, // a reload answers once applied
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(logger),
+	}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("admin API stopped", zap.Error(err))
+		}
+	}()
+	addr := ln.Addr().String()
+	logger.Info("admin API listening", zap.String("addr", addr), zap.Bool("token_required", l.AdminToken != ""))
+	return hs, addr, nil
 }

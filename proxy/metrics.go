@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// codeClasses are the values of the code_class label, indexed by status/100-1.
+var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// metrics are the proxy's per-site request metrics, created by
+// Server.RegisterMetrics.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_requests_total",
+			Help: "Requests answered by a site, by site (its first host) and status code class.",
+		}, []string{"site", "code_class"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portico_upstream_duration_seconds",
+			Help: "Time from routing a request to a site's upstreams until its response is sent, by site; upgraded (websocket) connections are not observed.",
+			// The default buckets, 5ms to 10s, suit web upstreams.
+			Buckets: prometheus.DefBuckets,
+		}, []string{"site"}),
+	}
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	if err := reg.Register(m.requests); err != nil {
+		return err
+	}
+	if err := reg.Register(m.duration); err != nil {
+		reg.Unregister(m.requests)
+		return err
+	}
+	return nil
+}
+
+// forSite returns the site's series, created once when the router is built so
+// that a request only increments a counter it already holds.
+func (m *metrics) forSite(name string) *siteMetrics {
+	sm := &siteMetrics{duration: m.duration.WithLabelValues(name)}
+	for i, class := range codeClasses {
+		sm.codes[i] = m.requests.WithLabelValues(name, class)
+	}
+	return sm
+}
+
+// forget drops a site's series once it is no longer in the config, so that a
+// fleet whose sites come and go does not export them forever.
+func (m *metrics) forget(name string) {
+	for _, class := range codeClasses {
+		m.requests.DeleteLabelValues(name, class)
+	}
+	m.duration.DeleteLabelValues(name)
+}
+
+// siteMetrics are one site's series.
+type siteMetrics struct {
+	codes    [len(codeClasses)]prometheus.Counter
+	duration prometheus.Observer
+}
+
+// done records a request the site has answered. proxied says whether it went
+// to the upstreams (a fixed respond answer has no upstream duration).
+func (sm *siteMetrics) done(w *statusWriter, start time.Time, proxied bool) {
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK // nothing written: net/http sends an empty 200
+	}
+	i := min(max(status/100-1, 0), len(codeClasses)-1)
+	sm.codes[i].Inc()
+	if proxied && !w.hijacked {
+		sm.duration.Observe(time.Since(start).Seconds())
+	}
+}
+
+// statusWriter notes the status code a site sends. It keeps flushing,
+// hijacking (websockets) and the rest of http.ResponseController working.
+type statusWriter struct {
+	http.ResponseWriter
+	status   int // final status sent; 0 until then
+	hijacked bool
+}
+
+// WriteHeader records the final status; 1xx informational answers are
+// passed on without being taken for it.
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// FlushError flushes buffered data to the client (http.ResponseController).
+func (w *statusWriter) FlushError() error {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Flush is http.Flusher, for handlers that assert it.
+func (w *statusWriter) Flush() { w.FlushError() }
+
+// Hijack takes over the connection for a protocol switch, which answers 101.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.status, w.hijacked = http.StatusSwitchingProtocols, true
+	}
+	return conn, brw, err
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// RegisterMetrics creates the proxy's request metrics on reg and starts
+// counting: portico_requests_total{site,code_class} and
+// portico_upstream_duration_seconds{site}, where site is a site's first
+// host. Sites removed by a reload lose their series. It may be called once,
+// before or after Start.
+func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	if s.metrics != nil {
+		return errors.New("proxy metrics are already registered")
+	}
+	m := newMetrics()
+	if err := m.register(reg); err != nil {
+		return err
+	}
+	s.metrics = m
+	if s.cfg == nil {
+		return nil
+	}
+	// Rebuild the table so every site holds its series; requests already
+	// routed finish uncounted on the old one.
+	r, names, err := s.build(s.cfg)
+	if err != nil {
+		return err // cannot happen: the same config built before
+	}
+	s.router.Store(r)
+	s.siteNames = names
+	return nil
+}
