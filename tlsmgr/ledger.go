@@ -108,6 +108,9 @@ func (l *ledger) failure(ctx context.Context, name, keyType, ca string, cause er
 	e.LastError = cause.Error()
 	e.LastAttempt = now
 	e.NextAttempt = now.Add(l.delay(e.Failures))
+	if until := rateLimitedUntil(cause); until.After(e.NextAttempt) {
+		e.NextAttempt = until // the CA's Retry-After wins over the schedule
+	}
 	e.CA = ca
 	return e, l.put(ctx, e)
 }

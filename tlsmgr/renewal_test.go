@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3/acme"
 )
 
 func TestBackoffSchedule(t *testing.T) {
@@ -187,5 +188,25 @@ func TestRenewalSpreadSimulation(t *testing.T) {
 	}
 	if last-first+1 < 72 {
 		t.Fatalf("renewals spread over only %d hours", last-first+1)
+	}
+}
+
+func TestRateLimitRetryAfterHonoured(t *testing.T) {
+	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	l := newLedger(storage, []time.Duration{time.Minute})
+	l.now = func() time.Time { return now }
+	limited := fmt.Errorf("obtain: %w", acme.Problem{Type: acme.ProblemTypeRateLimited, Status: 429,
+		Detail: "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2026-11-30 18:59:07 UTC: see https://letsencrypt.org/docs/rate-limits/"})
+	e, err := l.failure(context.Background(), "c.example.net", "p256", "ca", limited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2026, 11, 30, 18, 59, 7, 0, time.UTC); !e.NextAttempt.Equal(want) {
+		t.Fatalf("next attempt %v, want the CA's retry-after %v", e.NextAttempt, want)
+	}
+	e, _ = l.failure(context.Background(), "d.example.net", "p256", "ca", errors.New("connection refused"))
+	if !e.NextAttempt.Equal(now.Add(time.Minute)) {
+		t.Fatalf("plain failure: next attempt %v", e.NextAttempt)
 	}
 }
