@@ -18,6 +18,7 @@ type Config struct {
 	Storage      Storage       `toml:"storage"`
 	Renewal      Renewal       `toml:"renewal"`
 	Sites        []Site        `toml:"site"`
+	OnDemand     *OnDemand     `toml:"on_demand"`
 	Certificates []Certificate `toml:"certificate"`
 	Notify       []Notify      `toml:"notify"`
 	SMTP         SMTP          `toml:"smtp"`
@@ -50,8 +51,21 @@ type ACME struct {
 	KeyTypes []string `toml:"key_types"`
 	// AccountKeyType is the ACME account key type.
 	AccountKeyType string `toml:"account_key_type"`
-	// Profile is the ACME profile asked of the CA ("" = the CA's default).
+	// Profile is the ACME profile asked of the CA ("" = the CA's default):
+	// "classic", "tlsserver" or "shortlived" at Let's Encrypt.
 	Profile string `toml:"profile"`
+	// DNS configures the dns-01 challenge ([acme.dns]).
+	DNS *DNS `toml:"dns"`
+	// ValidationRedirect, when set, makes :80 answer ACME http-01 requests
+	// with a redirect to this central validation server, path kept.
+	ValidationRedirect string `toml:"validation_redirect"`
+	// FallbackCA are ACME directories tried in order when the CA fails;
+	// each has its own account in storage.
+	FallbackCA []string `toml:"fallback_ca"`
+	// EABKeyID and EABHMAC are the external account binding for CAs whose
+	// directory requires one (ZeroSSL, Google Trust Services).
+	EABKeyID string `toml:"eab_kid"`
+	EABHMAC  string `toml:"eab_hmac"`
 }
 
 // Listen says where Portico listens.
@@ -67,6 +81,9 @@ type Listen struct {
 	// address other than loopback. Write it as a placeholder such as
 	// "{env.PORTICO_ADMIN_TOKEN}" rather than in the file.
 	AdminToken string `toml:"admin_token"`
+	// DefaultSNI names the certificate for clients that send no SNI;
+	// without it they get a handshake error, not a random certificate.
+	DefaultSNI string `toml:"default_sni"`
 }
 
 // Storage selects where certificates, keys, the ACME account and the
@@ -102,6 +119,27 @@ type Site struct {
 	RedirectHTTPS *bool    `toml:"redirect_https"`
 	HSTSMaxAge    Duration `toml:"hsts_max_age"`
 	Respond       string   `toml:"respond"`
+	// Certificate is "per-host" (default: one certificate per host) or
+	// "shared" (one SAN certificate with every host of the site).
+	Certificate string `toml:"certificate"`
+	// Challenges and DNS override [acme]'s for this site's hosts.
+	Challenges []string `toml:"challenges"`
+	DNS        *DNS     `toml:"dns"`
+}
+
+// SharedCertificate reports whether the site's hosts share one certificate.
+func (s Site) SharedCertificate() bool { return s.Certificate == "shared" }
+
+// OnDemand configures on-demand TLS: certificates for hostnames not in the
+// config, obtained at their first handshake when the ask endpoint allows.
+type OnDemand struct {
+	// Ask is called as GET Ask?domain=NAME; 200 means the name may get a
+	// certificate, anything else means no.
+	Ask string `toml:"ask"`
+	// Upstreams receive the requests for on-demand hostnames.
+	Upstreams []string `toml:"upstreams"`
+	// MaxPerMinute caps new on-demand orders, fleet-wide.
+	MaxPerMinute int `toml:"max_per_minute"`
 }
 
 // Redirects reports whether plain HTTP requests for the site get a 308 to

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -196,6 +197,22 @@ func applyDefaults(cfg *Config, md toml.MetaData) {
 	if len(r.Backoff) == 0 {
 		r.Backoff = DefaultBackoff()
 	}
+	if cfg.OnDemand != nil && !md.IsDefined("on_demand", "max_per_minute") {
+		cfg.OnDemand.MaxPerMinute = 10
+	}
+	cfg.Listen.DefaultSNI = strings.ToLower(strings.TrimSuffix(cfg.Listen.DefaultSNI, "."))
+	dnsDefaults := func(d *DNS) {
+		if d != nil && d.PropagationTimeout == 0 {
+			d.PropagationTimeout = Duration(2 * time.Minute)
+		}
+	}
+	dnsDefaults(cfg.ACME.DNS)
+	for i := range cfg.Sites {
+		dnsDefaults(cfg.Sites[i].DNS)
+		if cfg.Sites[i].Certificate == "" {
+			cfg.Sites[i].Certificate = "per-host"
+		}
+	}
 	if cfg.SMTP.Port == 0 {
 		cfg.SMTP.Port = 587
 	}
@@ -248,6 +265,12 @@ func (v *validator) validate(cfg *Config) {
 		v.validateACME(cfg)
 	}
 	v.validateNotify(cfg)
+	v.validateOnDemand(cfg)
+	if h := cfg.Listen.DefaultSNI; h != "" {
+		if err := CheckHost(h); err != nil || strings.HasPrefix(h, "*") {
+			v.bad("listen.default_sni", "name a host of one of the sites, e.g. \"a.example.net\"", "%q is not a host name", h)
+		}
+	}
 }
 
 func (v *validator) validateACME(cfg *Config) {
@@ -287,8 +310,30 @@ func (v *validator) validateACME(cfg *Config) {
 			v.bad("acme.challenges", "allowed: http-01, tls-alpn-01, dns-01", "unknown challenge type %q", c)
 		}
 	}
-	if slices.Contains(a.Challenges, "dns-01") {
-		v.bad("acme.challenges", "use http-01 and tls-alpn-01 for now", "dns-01 needs an [acme.dns] provider, which this version does not support yet")
+	if slices.Contains(a.Challenges, "dns-01") && a.DNS == nil {
+		v.bad("acme.challenges", `add an [acme.dns] table with provider = "cloudflare", "route53" or "rfc2136"`, "dns-01 needs a DNS provider")
+	}
+	if a.DNS != nil {
+		v.validateDNS("acme.dns", a.DNS)
+	}
+	if a.ValidationRedirect != "" {
+		if u, err := url.Parse(a.ValidationRedirect); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			v.bad("acme.validation_redirect", `write the validation server's base URL, e.g. "http://validation.internal"`, "not a base URL")
+		}
+	}
+	for _, ca := range a.FallbackCA {
+		if u, err := url.Parse(ca); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+			v.bad("acme.fallback_ca", "list ACME directory URLs (https://...)", "%q is not an ACME directory URL", redactURL(ca))
+		}
+	}
+	if (a.EABKeyID == "") != (a.EABHMAC == "") {
+		v.bad("acme.eab_kid", "set both eab_kid and eab_hmac (from the CA's account page), or neither", "external account binding needs both the key id and the HMAC key")
+	}
+	if a.EABHMAC != "" && !isBase64URL(a.EABHMAC) {
+		v.bad("acme.eab_hmac", "paste the HMAC key exactly as the CA shows it (base64url)", "not a base64url key")
+	}
+	if a.Profile != "" && !isToken(a.Profile) {
+		v.bad("acme.profile", `use a profile name the CA lists, e.g. "classic", "tlsserver" or "shortlived"`, "not a profile name")
 	}
 	var rsa, ec int
 	for _, kt := range a.KeyTypes {
@@ -486,14 +531,15 @@ func (v *validator) validateSites(cfg *Config, covered map[string]bool) bool {
 				continue
 			}
 			owner[h] = i
-			if strings.HasPrefix(h, "*.") && !covered[h] && !slices.Contains(cfg.ACME.Challenges, "dns-01") {
-				v.bad(base+".hosts", `wildcard certificates need challenges = ["dns-01"] in [acme], or a [[certificate]] that covers the name`,
-					"wildcard host %q cannot be validated with %s", h, strings.Join(cfg.ACME.Challenges, "/"))
+			if strings.HasPrefix(h, "*.") && !covered[h] && !slices.Contains(s.EffectiveChallenges(cfg.ACME), "dns-01") {
+				v.bad(base+".hosts", `wildcard certificates need challenges = ["dns-01"] (in [acme] or in the site) and a DNS provider, or a [[certificate]] that covers the name`,
+					"wildcard host %q cannot be validated with %s", h, strings.Join(s.EffectiveChallenges(cfg.ACME), "/"))
 			}
 			if !covered[h] && !coveredByWildcard(h, covered) {
 				needACME = true
 			}
 		}
+		v.validateSiteACME(cfg, s, base)
 		switch {
 		case len(s.Upstreams) == 0 && s.Respond == "":
 			v.bad(base, `add upstreams = ["http://127.0.0.1:8080"] or respond = "text"`, "a site needs upstreams or respond")
@@ -514,6 +560,156 @@ func (v *validator) validateSites(cfg *Config, covered map[string]bool) bool {
 		}
 	}
 	return needACME
+}
+
+// validateSiteACME checks a site's certificate mode and its challenge
+// overrides.
+func (v *validator) validateSiteACME(cfg *Config, s *Site, base string) {
+	switch s.Certificate {
+	case "", "per-host":
+	case "shared":
+		if limit := SANLimit(cfg.ACME.Profile); len(s.Hosts) > limit {
+			v.bad(base+".hosts", fmt.Sprintf("split the site: a shared certificate holds at most %d names with profile %q", limit, profileName(cfg.ACME.Profile)),
+				"%d hosts in one shared certificate", len(s.Hosts))
+		}
+	default:
+		v.bad(base+".certificate", `use "per-host" (default) or "shared"`, "unknown certificate mode %q", s.Certificate)
+	}
+	for _, c := range s.Challenges {
+		if !slices.Contains([]string{"http-01", "tls-alpn-01", "dns-01"}, c) {
+			v.bad(base+".challenges", "allowed: http-01, tls-alpn-01, dns-01", "unknown challenge type %q", c)
+		}
+	}
+	if s.DNS != nil {
+		v.validateDNS(base+".dns", s.DNS)
+	}
+	if slices.Contains(s.Challenges, "dns-01") && s.DNS == nil && cfg.ACME.DNS == nil {
+		v.bad(base+".challenges", "add [site.dns] or [acme.dns] with a provider", "dns-01 needs a DNS provider")
+	}
+}
+
+// SANLimit is how many names one certificate may hold with an ACME profile
+// (Let's Encrypt's limits: 100 for classic, 25 for tlsserver and shortlived).
+func SANLimit(profile string) int {
+	switch profile {
+	case "tlsserver", "shortlived":
+		return 25
+	}
+	return 100
+}
+
+func profileName(p string) string {
+	if p == "" {
+		return "classic"
+	}
+	return p
+}
+
+// EffectiveChallenges are the site's own challenges, or [acme]'s.
+func (s Site) EffectiveChallenges(a ACME) []string {
+	if len(s.Challenges) > 0 {
+		return s.Challenges
+	}
+	return a.Challenges
+}
+
+// EffectiveDNS is the site's DNS provider settings, or [acme]'s.
+func (s Site) EffectiveDNS(a ACME) *DNS {
+	if s.DNS != nil {
+		return s.DNS
+	}
+	return a.DNS
+}
+
+func (v *validator) validateDNS(base string, d *DNS) {
+	if !slices.Contains(DNSProviders(), d.Provider) {
+		v.bad(base+".provider", "allowed: "+strings.Join(DNSProviders(), ", "), "unknown DNS provider %q", d.Provider)
+		return
+	}
+	if d.PropagationTimeout < 0 {
+		v.bad(base+".propagation_timeout", `use a duration such as "2m"`, "negative duration")
+	}
+	for _, r := range d.Resolvers {
+		if _, port, err := net.SplitHostPort(r); err != nil || !validPort(port) {
+			v.bad(base+".resolvers", `write resolvers as host:port, e.g. "1.1.1.1:53"`, "%q is not host:port", r)
+		}
+	}
+	for _, p := range CheckDNS(d) {
+		v.bad(base+"."+p.Key, p.Fix, "%s", p.Msg)
+	}
+}
+
+// DNSProblem is one problem with a provider's settings.
+type DNSProblem struct{ Key, Msg, Fix string }
+
+// CheckDNS reports what a provider needs that the settings lack. Messages
+// never include secret values.
+func CheckDNS(d *DNS) []DNSProblem {
+	var out []DNSProblem
+	switch d.Provider {
+	case "cloudflare":
+		if d.APIToken == "" {
+			out = append(out, DNSProblem{"api_token", "missing: Cloudflare needs an API token with Zone.DNS edit permission", `set api_token = "{env.CLOUDFLARE_API_TOKEN}"`})
+		}
+	case "route53":
+		if (d.AccessKeyID == "") != (d.SecretAccessKey == "") {
+			out = append(out, DNSProblem{"access_key_id", "access_key_id and secret_access_key go together", "set both, or neither to use the AWS default credential chain"})
+		}
+		if d.Region != "" && !awsRegion.MatchString(d.Region) {
+			out = append(out, DNSProblem{"region", "not an AWS region name", `use a region such as "us-east-1"`})
+		}
+		if d.HostedZoneID != "" && !hostedZone.MatchString(d.HostedZoneID) {
+			out = append(out, DNSProblem{"hosted_zone_id", "not a Route 53 hosted zone id", `copy the id from the Route 53 console, e.g. "Z1D633PJN98FT9"`})
+		}
+	case "rfc2136":
+		if _, port, err := net.SplitHostPort(d.Server); err != nil || !validPort(port) {
+			out = append(out, DNSProblem{"server", "missing or not host:port", `set server = "ns1.example.net:53"`})
+		}
+		if d.KeyName == "" {
+			out = append(out, DNSProblem{"key_name", "missing: the TSIG key's name", `set key_name = "portico."`})
+		}
+		if !slices.Contains([]string{"hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"}, strings.TrimSuffix(strings.ToLower(d.KeyAlg), ".")) {
+			out = append(out, DNSProblem{"key_alg", "unknown TSIG algorithm", "use hmac-sha256 (or hmac-sha384, hmac-sha512)"})
+		}
+		if _, err := base64.StdEncoding.DecodeString(d.Key); err != nil || d.Key == "" {
+			out = append(out, DNSProblem{"key", "missing or not base64", "paste the TSIG secret as your DNS server shows it (base64)"})
+		}
+	}
+	return out
+}
+
+var (
+	awsRegion  = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$`)
+	hostedZone = regexp.MustCompile(`^(/hostedzone/)?Z[A-Z0-9]{1,31}$`)
+	tokenRe    = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	base64URL  = regexp.MustCompile(`^[A-Za-z0-9_-]+={0,2}$`)
+)
+
+func isToken(s string) bool     { return tokenRe.MatchString(s) }
+func isBase64URL(s string) bool { return base64URL.MatchString(s) }
+
+func (v *validator) validateOnDemand(cfg *Config) {
+	od := cfg.OnDemand
+	if od == nil {
+		return
+	}
+	if u, err := url.Parse(od.Ask); od.Ask == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.bad("on_demand.ask", `set ask = "http://127.0.0.1:9000/allowed": Portico never orders for a name the ask endpoint has not allowed`, "missing or not an http(s) URL")
+	}
+	if len(od.Upstreams) == 0 {
+		v.bad("on_demand.upstreams", `add upstreams = ["http://10.0.0.9:8080"]`, "missing: where on-demand hostnames are proxied")
+	}
+	for _, up := range od.Upstreams {
+		if err := checkUpstream(up); err != nil {
+			v.bad("on_demand.upstreams", "write upstreams as http://host:port", "%q: %v", redactURL(up), err)
+		}
+	}
+	if od.MaxPerMinute < 1 {
+		v.bad("on_demand.max_per_minute", "use 1 or more, e.g. 10", "%d would refuse every on-demand name", od.MaxPerMinute)
+	}
+	if cfg.ACME.CA == "local" {
+		v.bad("on_demand", "on-demand TLS is for public names with an ACME CA", `not available with ca = "local"`)
+	}
 }
 
 func coveredByWildcard(h string, covered map[string]bool) bool {

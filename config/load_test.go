@@ -163,13 +163,13 @@ func TestParseRefusals(t *testing.T) {
 			key: "renwal", msg: []string{"unknown key"}, fix: `did you mean "renewal"?`},
 		{name: "unknown table lists the allowed ones once",
 			src: acmeOK + siteOK + "[metrics] " + marker + "\nlisten = \":9090\"\npath = \"/metrics\"\n",
-			key: "metrics", msg: []string{"unknown key"}, fix: "allowed here: acme, certificate, listen, notify, renewal, site, smtp, storage"},
+			key: "metrics", msg: []string{"unknown key"}, fix: "allowed here: acme, certificate, listen, notify, on_demand, renewal, site, smtp, storage"},
 		{name: "unknown array table",
 			src: acmeOK + siteOK + "[[sites]] " + marker + "\nhosts = [\"b.example.net\"]\n",
 			key: "sites[1]", msg: []string{"unknown key"}, fix: `did you mean "site"?`},
 		{name: "unknown key far from any known one lists the allowed keys",
 			src: acmeOK + siteOK + "[listen]\nbacklog = 128 " + marker + "\n",
-			key: "listen.backlog", msg: []string{"unknown key"}, fix: "allowed here: admin, admin_token, http, https"},
+			key: "listen.backlog", msg: []string{"unknown key"}, fix: "allowed here: admin, admin_token, default_sni, http, https"},
 
 		// the ACME account
 		{name: "missing email",

@@ -16,6 +16,10 @@ func (v *validator) resolvePlaceholders(cfg *Config) {
 
 func (v *validator) walkStrings(rv reflect.Value, path string) {
 	switch rv.Kind() {
+	case reflect.Pointer:
+		if !rv.IsNil() {
+			v.walkStrings(rv.Elem(), path)
+		}
 	case reflect.Struct:
 		t := rv.Type()
 		for i := 0; i < t.NumField(); i++ {

@@ -334,3 +334,6 @@ func site(hosts []string, extra string) string {
 	}
 	return fmt.Sprintf("\n[[site]]\nhosts = [%s]\n%s\n", strings.Join(q, ", "), extra)
 }
+
+// sigHUP asks Portico to reload its config.
+var sigHUP = syscall.SIGHUP

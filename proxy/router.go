@@ -10,6 +10,11 @@ import (
 type Router struct {
 	exact    map[string]*Site
 	wildcard map[string]*Site // key: ".example.net" for "*.example.net"
+	// onDemand serves hostnames not in the config that got an on-demand
+	// certificate; nil without [on_demand].
+	onDemand *Site
+	// validationRedirect is [acme] validation_redirect, without a trailing slash.
+	validationRedirect string
 }
 
 func newRouter() *Router {

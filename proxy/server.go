@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,6 +136,15 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 			r.add(h, site)
 		}
 	}
+	if od := cfg.OnDemand; od != nil {
+		site, err := newSite(config.Site{Hosts: []string{"on-demand"}, Upstreams: od.Upstreams}, s.transport, s.logger, s.metrics)
+		if err != nil {
+			return nil, names, fmt.Errorf("on_demand: %w", err)
+		}
+		names["on-demand"] = true
+		r.onDemand = site
+	}
+	r.validationRedirect = strings.TrimSuffix(cfg.ACME.ValidationRedirect, "/")
 	return r, names, nil
 }
 
@@ -189,7 +199,7 @@ func (s *Server) Start() error {
 	go func() { s.serveErr <- https.ServeTLS(ln, "", "") }()
 	if hl != nil {
 		plain := &http.Server{
-			Handler:           s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP)),
+			Handler:           s.validationRedirect(s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP))),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
@@ -245,8 +255,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// ValidationHostParam carries the validated hostname to the central
+// validation server in a redirected http-01 request.
+const ValidationHostParam = "portico_host"
+
+// acmeChallengePath is where ACME http-01 requests arrive.
+const acmeChallengePath = "/.well-known/acme-challenge/"
+
+// validationRedirect sends ACME http-01 requests to the central validation
+// server when [acme] validation_redirect is set (the frontend answers none
+// itself); a Portico there with the same storage answers them.
+func (s *Server) validationRedirect(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if to := s.router.Load().validationRedirect; to != "" && strings.HasPrefix(r.URL.Path, acmeChallengePath) {
+			// the answer is stored under the name being validated, which
+			// the redirected request's Host no longer carries: pass it on
+			http.Redirect(w, r, to+r.URL.EscapedPath()+"?"+url.Values{ValidationHostParam: {stripPort(r.Host)}}.Encode(), http.StatusFound)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func (s *Server) serveHTTPS(w http.ResponseWriter, r *http.Request) {
-	site := s.router.Load().Lookup(r.Host)
+	rt := s.router.Load()
+	site := rt.Lookup(r.Host)
+	if site == nil && rt.onDemand != nil && r.TLS != nil && strings.EqualFold(stripPort(r.Host), r.TLS.ServerName) {
+		// an on-demand hostname: the handshake got it a certificate, so
+		// the ask endpoint allowed it
+		site = rt.onDemand
+	}
 	if site == nil {
 		http.Error(w, "404 Not Found: no site is configured for this host", http.StatusNotFound)
 		return
@@ -255,7 +293,11 @@ func (s *Server) serveHTTPS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	site := s.router.Load().Lookup(r.Host)
+	rt := s.router.Load()
+	site := rt.Lookup(r.Host)
+	if site == nil && rt.onDemand != nil && stripPort(r.Host) != "" {
+		site = &Site{redirect: true} // on-demand hostnames are served over HTTPS
+	}
 	if site == nil {
 		http.Error(w, "404 Not Found: no site is configured for this host", http.StatusNotFound)
 		return

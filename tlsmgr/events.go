@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -87,8 +88,13 @@ func (m *Manager) familyFor(name, kt string) *family {
 // operator, once per backoff step for the whole fleet.
 func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cause error) {
 	ca := "local"
-	if f.acme != nil {
-		ca = f.acme.CA
+	if len(f.issuers) > 0 {
+		// every CA in the list was tried and failed
+		cas := make([]string, len(f.issuers))
+		for i, iss := range f.issuers {
+			cas[i] = iss.CA
+		}
+		ca = strings.Join(cas, ", ")
 	}
 	ctx = context.WithoutCancel(ctx)
 	e, err := m.ledger.failure(ctx, name, f.keyType, ca, cause)

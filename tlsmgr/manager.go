@@ -18,9 +18,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
@@ -34,7 +36,8 @@ type family struct {
 	keyType string // from the key policy, e.g. "p256"
 	ecdsa   bool
 	cfg     *certmagic.Config
-	acme    *certmagic.ACMEIssuer // nil with the local CA
+	acme    *certmagic.ACMEIssuer   // the first CA's issuer; nil with the local CA
+	issuers []*certmagic.ACMEIssuer // the CA, then the fallback CAs
 }
 
 // Manager obtains, caches, renews and serves certificates for the names in
@@ -53,6 +56,8 @@ type Manager struct {
 	index    *certIndex
 	slots    orderSlots
 
+	defaultSNI atomic.Pointer[string] // [listen] default_sni, for hellos without SNI
+
 	staticMu    sync.Mutex
 	static      map[string]*staticCert // by cert+key path
 	staticNames map[string]bool
@@ -65,9 +70,10 @@ type Manager struct {
 	cancel context.CancelFunc
 
 	mu       sync.RWMutex
-	names    map[string]struct{} // managed names
-	variants map[string]*variant // by challengeSpec.key()
-	nameVar  map[string]*variant // each managed name's variant
+	names    map[string]struct{}  // managed names
+	variants map[string]*variant  // by challengeSpec.key()
+	nameVar  map[string]*variant  // each managed name's variant
+	san      map[string]*sanGroup // shared (SAN) certificates, by group id
 	caURL    string
 }
 
@@ -142,11 +148,40 @@ func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.Cert
 		f.cfg.Issuers = []certmagic.Issuer{m.local}
 		return f, nil
 	}
+	var solver acmez.Solver
+	if slices.Contains(spec.challenges, "dns-01") {
+		var err error
+		solver, err = dnsSolver(spec.dns, m.logger.Named("dns").With(zap.String("key_type", keyType)))
+		if err != nil {
+			return nil, err
+		}
+	}
+	// the CA first, then each fallback CA in order; certmagic tries the
+	// next issuer when one fails, and each CA keeps its own account.
+	// (certmagic.New filled in its default issuer: replace it.)
+	f.cfg.Issuers = nil
+	for _, ca := range append([]string{cfg.ACME.CA}, cfg.ACME.FallbackCA...) {
+		iss := m.newACMEIssuer(cfg, f, ca, keyType, roots, spec)
+		if solver != nil {
+			iss.DNS01Solver = solver
+		}
+		f.issuers = append(f.issuers, iss)
+		f.cfg.Issuers = append(f.cfg.Issuers, iss)
+	}
+	f.acme = f.issuers[0]
+	return f, nil
+}
+
+func (m *Manager) newACMEIssuer(cfg *config.Config, f *family, ca, keyType string, roots *x509.CertPool, spec challengeSpec) *certmagic.ACMEIssuer {
 	httpHost, httpPort := splitListen(cfg.Listen.HTTP, 80)
 	_, tlsPort := splitListen(cfg.Listen.HTTPS, 443)
 	accountKeyType := cfg.ACME.AccountKeyType
-	f.acme = certmagic.NewACMEIssuer(f.cfg, certmagic.ACMEIssuer{
-		CA:                      cfg.ACME.CA,
+	var eab *acme.EAB
+	if cfg.ACME.EABKeyID != "" {
+		eab = &acme.EAB{KeyID: cfg.ACME.EABKeyID, MACKey: cfg.ACME.EABHMAC}
+	}
+	return certmagic.NewACMEIssuer(f.cfg, certmagic.ACMEIssuer{
+		CA:                      ca,
 		Email:                   cfg.ACME.Email,
 		Agreed:                  cfg.ACME.AgreeTOS,
 		Profile:                 cfg.ACME.Profile,
@@ -158,8 +193,8 @@ func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.Cert
 		ListenHost:     httpHost,
 		AltHTTPPort:    httpPort,
 		AltTLSALPNPort: tlsPort,
-		Logger:         m.logger.Named("acme").With(zap.String("key_type", keyType)),
-		NewAccountFunc: func(_ context.Context, _ *certmagic.ACMEIssuer, acct acme.Account) (acme.Account, error) {
+		Logger:         m.logger.Named("acme").With(zap.String("key_type", keyType), zap.String("ca", ca)),
+		NewAccountFunc: func(ctx context.Context, iss *certmagic.ACMEIssuer, acct acme.Account) (acme.Account, error) {
 			// certmagic always makes P-256 account keys; the policy lets
 			// the operator choose, and the account key is never a
 			// certificate key because it is made here, apart.
@@ -168,18 +203,16 @@ func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.Cert
 				return acct, err
 			}
 			acct.PrivateKey = key
+			// the external account binding goes to the CAs whose
+			// directory asks for one, not to every CA in the list
+			if eab != nil {
+				if dir, err := readDirectory(ctx, iss.CA, roots); err == nil && dir.Meta.ExternalAccountRequired {
+					iss.ExternalAccount = eab
+				}
+			}
 			return acct, nil
 		},
 	})
-	if slices.Contains(spec.challenges, "dns-01") {
-		solver, err := dnsSolver(spec.dns, m.logger.Named("dns").With(zap.String("key_type", keyType)))
-		if err != nil {
-			return nil, err
-		}
-		f.acme.DNS01Solver = solver
-	}
-	f.cfg.Issuers = []certmagic.Issuer{f.acme}
-	return f, nil
 }
 
 // splitListen returns the host and port of a listen address, with def when
@@ -296,10 +329,16 @@ func (m *Manager) LocalRootPEM(ctx context.Context) ([]byte, error) {
 // stop being managed and leave the cache.
 func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	m.setNotifiers(cfg)
+	sni := cfg.Listen.DefaultSNI
+	m.defaultSNI.Store(&sni)
 	covered := m.applyStatic(ctx, cfg.Certificates)
+	m.applySAN(ctx, m.sanGroupsOf(cfg, covered))
 	want := map[string]struct{}{}
 	vars := map[string]*variant{}
 	for _, s := range cfg.Sites {
+		if s.SharedCertificate() {
+			continue // one certificate for all its hosts: see san.go
+		}
 		v, err := m.variantFor(siteSpec(cfg, s))
 		if err != nil {
 			m.logger.Error("cannot set up the site's challenges; its names are not managed", zap.Strings("hosts", s.Hosts), zap.Error(err))
@@ -396,7 +435,18 @@ func (m *Manager) managedNames() []string {
 // does not hold go to certmagic, which answers challenges from shared storage
 // (so any instance of a fleet can answer the CA).
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if name := hello.ServerName; name != "" && !isACMEHello(hello) {
+	if hello.ServerName == "" {
+		// clients without SNI get the default_sni certificate, or a
+		// handshake error: never some other site's certificate
+		sni := m.defaultSNI.Load()
+		if sni == nil || *sni == "" {
+			return nil, errNoSNI
+		}
+		h := *hello
+		h.ServerName = *sni
+		hello = &h
+	}
+	if name := hello.ServerName; !isACMEHello(hello) {
 		if hasUpper(name) {
 			name = strings.ToLower(name)
 		}
@@ -408,6 +458,9 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	}
 	return m.families[0].cfg.GetCertificate(hello)
 }
+
+// errNoSNI fails handshakes without SNI when no default_sni is configured.
+var errNoSNI = errors.New("the client sent no server name (SNI) and [listen] default_sni is not set")
 
 func isACMEHello(hello *tls.ClientHelloInfo) bool {
 	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == "acme-tls/1"
@@ -433,9 +486,18 @@ func (m *Manager) refresh(names ...string) {
 // when another instance started the challenge) and passes the rest to next.
 func (m *Manager) HTTPChallengeHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := r.URL.Query().Get("portico_host"); h != "" && strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") &&
+			config.CheckHost(strings.ToLower(h)) == nil {
+			// redirected here by a frontend's validation_redirect: answer
+			// for the name being validated (from shared storage)
+			r = r.Clone(r.Context())
+			r.Host = strings.ToLower(h)
+		}
 		for _, f := range m.families {
-			if f.acme != nil && f.acme.HandleHTTPChallenge(w, r) {
-				return
+			for _, iss := range f.issuers {
+				if iss.HandleHTTPChallenge(w, r) {
+					return
+				}
 			}
 		}
 		next.ServeHTTP(w, r)

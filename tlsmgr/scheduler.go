@@ -129,6 +129,86 @@ func (s *scheduler) pass(ctx context.Context) {
 			s.consider(ctx, name, f)
 		}
 	}
+	for _, g := range s.m.sanGroupList() {
+		s.m.refresh(g.names...)
+		for _, f := range g.v.families {
+			s.considerSAN(ctx, g, f)
+		}
+	}
+}
+
+// start runs fn as an attempt for key unless one is in flight or the
+// scheduler is stopping.
+func (s *scheduler) startAttempt(key unitKey, fn func()) {
+	s.mu.Lock()
+	if s.inflight[key] || s.stopping.Load() {
+		s.mu.Unlock()
+		return
+	}
+	s.inflight[key] = true
+	s.wg.Add(1)
+	s.attempts.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer s.attempts.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.inflight, key)
+			s.mu.Unlock()
+		}()
+		fn()
+	}()
+}
+
+// considerSAN is consider for a shared certificate.
+func (s *scheduler) considerSAN(ctx context.Context, g *sanGroup, f *family) {
+	cert, have := s.m.sanCached(g, f)
+	if !have {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := s.m.loadSAN(lctx, g, f)
+		cancel()
+		if err == nil && c.Leaf != nil {
+			cert, have = c, true
+		}
+	}
+	if have {
+		s.m.checkExpiry(ctx, f, g.label(), cert, s.now())
+		if !s.due(ctx, f, "san:"+g.id, cert) {
+			return
+		}
+	}
+	if ok, _ := s.m.ledger.allowed(ctx, g.label(), f.keyType); !ok {
+		return
+	}
+	s.startAttempt(unitKey{"san:" + g.id, f.keyType}, func() {
+		release, err := s.m.slots.acquire(ctx)
+		if err != nil {
+			return
+		}
+		defer release()
+		err = s.m.obtainSAN(ctx, g, f, have)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.m.recordFailure(ctx, g.label(), f, err)
+			return
+		}
+		s.succeeded(ctx, g.label(), f)
+	})
+}
+
+// succeeded clears a certificate's failures and tells the operator it
+// recovered, if it had failed.
+func (s *scheduler) succeeded(ctx context.Context, name string, f *family) {
+	if e, failed, _ := s.m.ledger.get(ctx, name, f.keyType); failed {
+		s.m.notify(notify.Event{Kind: notify.KindRecovered, Name: name, KeyType: f.keyType, CA: e.CA, Failures: e.Failures,
+			Message: fmt.Sprintf("certificate for %s (%s) obtained after %d failed attempts", name, f.keyType, e.Failures)})
+	}
+	if err := s.m.ledger.success(ctx, name, f.keyType); err != nil {
+		s.m.logger.Warn("could not clear failure ledger", zap.String("name", name), zap.Error(err))
+	}
 }
 
 func (s *scheduler) consider(ctx context.Context, name string, f *family) {
@@ -158,25 +238,7 @@ func (s *scheduler) consider(ctx context.Context, name string, f *family) {
 	if ok, _ := s.m.ledger.allowed(ctx, name, f.keyType); !ok {
 		return
 	}
-	s.mu.Lock()
-	if s.inflight[key] || s.stopping.Load() {
-		s.mu.Unlock()
-		return
-	}
-	s.inflight[key] = true
-	s.wg.Add(1)
-	s.attempts.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		defer s.attempts.Done()
-		defer func() {
-			s.mu.Lock()
-			delete(s.inflight, key)
-			s.mu.Unlock()
-		}()
-		s.attempt(ctx, name, f, have)
-	}()
+	s.startAttempt(key, func() { s.attempt(ctx, name, f, have) })
 }
 
 // due reports whether a cached certificate should be renewed now.
@@ -309,12 +371,6 @@ func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew b
 		s.m.cache.Remove([]string{old.Hash()})
 	}
 	s.m.refresh(name)
-	if e, failed, _ := s.m.ledger.get(ctx, name, f.keyType); failed {
-		s.m.notify(notify.Event{Kind: notify.KindRecovered, Name: name, KeyType: f.keyType, CA: e.CA, Failures: e.Failures,
-			NotAfter: fresh.Leaf.NotAfter, Message: fmt.Sprintf("certificate for %s (%s) obtained after %d failed attempts", name, f.keyType, e.Failures)})
-	}
-	if err := s.m.ledger.success(ctx, name, f.keyType); err != nil {
-		log.Warn("could not clear failure ledger", zap.Error(err))
-	}
+	s.succeeded(ctx, name, f)
 	log.Info("certificate ready", zap.Time("not_after", fresh.Leaf.NotAfter), zap.Bool("renewal", renew))
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
@@ -243,5 +244,56 @@ func TestFastCheckAgreesWithStdlib(t *testing.T) {
 	}
 	if !p.ecdsaOK(modernHello(names[0])) || !rsaOK(rsaOnlyHello(names[0])) {
 		t.Error("fast check refuses the common clients")
+	}
+}
+
+// TestNoSNI: a client without SNI gets the default_sni certificate, or a
+// handshake error when none is set, never another site's certificate.
+func TestNoSNI(t *testing.T) {
+	m := testManager(t)
+	names := cacheBoth(t, m, 2)
+	if c, err := m.GetCertificate(modernHello("")); err == nil {
+		t.Fatalf("served %v without SNI and without default_sni", c.Leaf.DNSNames)
+	}
+	sni := names[1]
+	m.defaultSNI.Store(&sni)
+	c, err := m.GetCertificate(modernHello(""))
+	if err != nil || c.Leaf.DNSNames[0] != names[1] {
+		t.Fatalf("default_sni: %v", err)
+	}
+}
+
+// TestIssuersAreOnlyTheConfiguredCAs: certmagic.New puts its default issuer
+// (Let's Encrypt) in a new Config; Portico must replace it, never append.
+func TestIssuersAreOnlyTheConfiguredCAs(t *testing.T) {
+	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf(`
+[acme]
+email = "ops@example.net"
+agree_tos = true
+ca = "https://ca.example.test/dir"
+fallback_ca = ["https://fallback.example.test/dir"]
+[storage]
+path = %q
+`, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	for _, f := range m.families {
+		var cas []string
+		for _, iss := range f.cfg.Issuers {
+			acmeIss, ok := iss.(*certmagic.ACMEIssuer)
+			if !ok {
+				t.Fatalf("%s: unexpected issuer %T", f.keyType, iss)
+			}
+			cas = append(cas, acmeIss.CA)
+		}
+		if len(cas) != 2 || cas[0] != "https://ca.example.test/dir" || cas[1] != "https://fallback.example.test/dir" {
+			t.Fatalf("%s issuers: %v", f.keyType, cas)
+		}
 	}
 }

@@ -16,7 +16,9 @@ import (
 
 // CertStatus is one certificate as the admin API and `portico certs` show it.
 type CertStatus struct {
-	Name      string     `json:"name"`
+	Name string `json:"name"`
+	// Names lists every name of a shared (SAN) certificate.
+	Names     []string   `json:"names,omitempty"`
 	KeyType   string     `json:"key_type"`
 	Issuer    string     `json:"issuer"`
 	NotBefore *time.Time `json:"not_before"`
@@ -49,6 +51,25 @@ func (m *Manager) Status(ctx context.Context) []CertStatus {
 				st.OCSP = ocspStatus(c)
 			}
 			if e, ok, _ := m.ledger.get(ctx, name, f.keyType); ok {
+				st.Failures, st.LastError = e.Failures, e.LastError
+				next := e.NextAttempt
+				st.NextRetry = &next
+			}
+			out = append(out, st)
+		}
+	}
+	for _, g := range m.sanGroupList() {
+		for _, f := range g.v.families {
+			st := CertStatus{Name: g.label(), Names: g.names, KeyType: f.keyType}
+			if c, ok := m.sanCached(g, f); ok {
+				nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
+				st.NotBefore, st.NotAfter = &nb, &na
+				st.Issuer = c.Leaf.Issuer.CommonName
+				ra := m.sched.dueAt(ctx, f, "san:"+g.id, c)
+				st.RenewAt = &ra
+				st.OCSP = ocspStatus(c)
+			}
+			if e, ok, _ := m.ledger.get(ctx, g.label(), f.keyType); ok {
 				st.Failures, st.LastError = e.Failures, e.LastError
 				next := e.NextAttempt
 				st.NextRetry = &next
@@ -104,6 +125,15 @@ func (m *Manager) storedARI(ctx context.Context, f *family, name string) (time.T
 // Retry moves a name's next attempt (every key type) to now and starts a
 // pass: the operator's early retry. It returns ErrNotManaged for unknown names.
 func (m *Manager) Retry(ctx context.Context, name string) error {
+	if g := m.sanGroupFor(name); g != nil {
+		for _, f := range g.v.families {
+			if err := m.ledger.retryNow(ctx, g.label(), f.keyType); err != nil {
+				return err
+			}
+		}
+		m.sched.kick()
+		return nil
+	}
 	if !m.managed(name) {
 		return fmt.Errorf("%s: %w", name, ErrNotManaged)
 	}
@@ -133,6 +163,16 @@ func (m *Manager) RetryAll(ctx context.Context) (int, error) {
 				return n, err
 			}
 			n++
+		}
+	}
+	for _, g := range m.sanGroupList() {
+		for _, f := range g.v.families {
+			if _, ok, _ := m.ledger.get(ctx, g.label(), f.keyType); ok {
+				if err := m.ledger.retryNow(ctx, g.label(), f.keyType); err != nil {
+					return n, err
+				}
+				n++
+			}
 		}
 	}
 	m.sched.kick()

@@ -66,8 +66,14 @@ type PebbleOptions struct {
 	// port unusable, so set the ones for the challenge types under test.
 	HTTPPort, TLSPort int
 	// DNS is the resolver the validation authority uses for every lookup.
-	// When nil, StartPebble starts one; get it with (*Pebble).DNS.
+	// When nil (and ResolverAddr is empty), StartPebble starts one; get it
+	// with (*Pebble).DNS.
 	DNS *DNS
+	// ResolverAddr, when non-empty, is the "host:port" of another DNS server
+	// (for example a real authoritative server such as knotd) that the
+	// validation authority queries instead of DNS (Pebble queries it over
+	// TCP). DNS is then ignored and (*Pebble).DNS returns nil.
+	ResolverAddr string
 	// KeyAlgorithm is the key type of the CA's root and intermediate:
 	// "ecdsa" (the default when empty) or "rsa".
 	KeyAlgorithm string
@@ -173,7 +179,8 @@ type Pebble struct {
 // registers its shutdown with t.Cleanup. It sets PEBBLE_VA_NOSLEEP=1,
 // PEBBLE_WFE_NONCEREJECT=0, PEBBLE_AUTHZREUSE=0 and PEBBLE_VA_ALWAYS_VALID=0
 // with t.Setenv (so the calling test must not be parallel). The validation
-// authority resolves every name through o.DNS.
+// authority resolves every name through o.ResolverAddr when set, o.DNS
+// otherwise.
 //
 // Several Pebbles may run in one process: Pebble keeps no global state
 // beyond the environment variables read at construction.
@@ -188,8 +195,15 @@ func StartPebble(t testing.TB, o PebbleOptions) *Pebble {
 	default:
 		t.Fatalf("acmetest: unsupported KeyAlgorithm %q (want \"ecdsa\" or \"rsa\")", o.KeyAlgorithm)
 	}
-	if o.DNS == nil {
+	resolverAddr := o.ResolverAddr
+	switch {
+	case resolverAddr != "":
+		o.DNS = nil
+	case o.DNS == nil:
 		o.DNS = StartDNS(t)
+		resolverAddr = o.DNS.Addr()
+	default:
+		resolverAddr = o.DNS.Addr()
 	}
 
 	profiles, err := pebbleProfiles(o.Profiles, o.CertValidity)
@@ -222,7 +236,7 @@ func StartPebble(t testing.TB, o PebbleOptions) *Pebble {
 
 	p.db = db.NewMemoryStore()
 	p.ca = ca.New(logger, p.db, o.OCSPResponderURL, keyAlg, 0, 1, profiles)
-	vaImpl := va.New(logger, o.HTTPPort, o.TLSPort, false, o.DNS.Addr(), p.db)
+	vaImpl := va.New(logger, o.HTTPPort, o.TLSPort, false, resolverAddr, p.db)
 	for _, name := range o.DomainBlocklist {
 		if err := p.db.AddBlockedDomain(name); err != nil {
 			t.Fatalf("acmetest: blocking domain %q: %v", name, err)
@@ -424,7 +438,8 @@ func (p *Pebble) ManagementURL() string {
 	return "https://" + p.mgmtAddr
 }
 
-// DNS returns the DNS server the validation authority uses.
+// DNS returns the DNS server the validation authority uses, or nil when
+// PebbleOptions.ResolverAddr pointed it elsewhere.
 func (p *Pebble) DNS() *DNS { return p.dns }
 
 // RootsPEM returns the PEM-encoded root certificate that signs the HTTPS

@@ -7,8 +7,16 @@
 //	POST /retry                      retry every certificate with failures (202)
 //	POST /reload                     re-read the config file (200, or 400 with the problems)
 //	GET  /metrics                    Prometheus metrics
+//	GET  /                           the status page: one HTML page for a browser
 //
 // Errors are JSON objects {"error": "..."}.
+//
+// The status page lists every certificate with its validity on a time axis
+// and a Retry button per name. Without a token it is for a browser on the
+// same machine (or through an SSH tunnel to a loopback address): the page's
+// own requests carry its Origin, which the browser guard accepts when it is
+// the admin API's own loopback origin. With a token, the page asks for it,
+// keeps it in the tab's sessionStorage and sends it as a bearer token.
 package admin
 
 import (
@@ -24,6 +32,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -69,7 +78,7 @@ func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	a := &api{Options: o}
+	a := &api{Options: o, now: time.Now}
 	if o.Token != "" {
 		sum := sha256.Sum256([]byte(o.Token))
 		a.tokenSum = sum[:]
@@ -101,8 +110,9 @@ func Handler(o Options) http.Handler {
 		})
 	}
 	route(http.MethodGet, "/metrics", metrics.ServeHTTP)
+	route(http.MethodGet, "/{$}", a.page)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: see GET /certificates, POST /certificates/{name}/retry, POST /retry, POST /reload, GET /metrics", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: see GET / (the status page), GET /certificates, POST /certificates/{name}/retry, POST /retry, POST /reload, GET /metrics", r.URL.Path))
 	})
 	a.mux = mux
 	return a
@@ -112,10 +122,17 @@ type api struct {
 	Options
 	tokenSum []byte // SHA-256 of Token; nil when no token is required
 	mux      *http.ServeMux
+	now      func() time.Time // the status page's clock; tests set it
 }
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if a.tokenSum != nil {
+		if !a.authorized(r) && isPage(r) {
+			// The page a browser opens: the token form and no data. Its
+			// script sends the token typed into it on every request.
+			a.servePage(w, r, http.StatusUnauthorized, false)
+			return
+		}
 		if !a.authorized(r) {
 			a.Logger.Warn("admin API request refused: missing or wrong token",
 				zap.String("remote", r.RemoteAddr), zap.String("method", r.Method), zap.String("path", r.URL.Path))
@@ -145,10 +162,13 @@ func (a *api) authorized(r *http.Request) bool {
 }
 
 // browserRequest says why a request looks sent by a web page (a cross-site
-// request or DNS rebinding onto loopback), or "" when it does not.
+// request or DNS rebinding onto loopback), or "" when it does not. A
+// request from the status page itself is let through: its Origin is the
+// admin API's own (http://127.0.0.1:2019), and the Host is loopback, so no
+// other site's page can have sent it.
 func browserRequest(r *http.Request) string {
-	if r.Header.Get("Origin") != "" {
-		return "request with an Origin header"
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) {
+		return fmt.Sprintf("request from another origin (Origin %q)", o)
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -162,6 +182,16 @@ func browserRequest(r *http.Request) string {
 		return ""
 	}
 	return fmt.Sprintf("Host %q is not localhost", r.Host)
+}
+
+// sameOrigin reports whether origin is the request's own scheme://host,
+// which a browser sends only for requests made by a page of this server.
+func sameOrigin(origin string, r *http.Request) bool {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return r.Host != "" && strings.EqualFold(origin, scheme+"://"+r.Host)
 }
 
 func (a *api) certificates(w http.ResponseWriter, r *http.Request) {

@@ -325,7 +325,7 @@ func TestMethodNotAllowed(t *testing.T) {
 
 func TestUnknownEndpoint(t *testing.T) {
 	h := Handler(Options{Certs: newFake()})
-	for _, path := range []string{"/", "/certificate", "/certificates/app.example.net", "/certificates/app.example.net/renew"} {
+	for _, path := range []string{"/index.html", "/certificate", "/certificates/app.example.net", "/certificates/app.example.net/renew"} {
 		a := call(t, h, http.MethodGet, path, nil)
 		if a.code != http.StatusNotFound || !strings.Contains(decode[Error](t, a).Error, "no such endpoint") {
 			t.Errorf("GET %s: %d %s", path, a.code, a.body)

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// The local CA's storage keys (tlsmgr/localca.go) and issuer key.
+const (
+	rootCertKey = "localca/root.crt"
+	rootKeyKey  = "localca/root.key"
+	issuerKey   = "local"
+)
+
+// leafLifetime is the local CA's leaf lifetime (tlsmgr/localca.go): a fresh
+// certificate is far from its renewal window.
+const leafLifetime = 7 * 24 * time.Hour
+
+// family is one of the default key types, ["rsa2048", "p256"].
+type family struct {
+	keyType string
+	key     crypto.Signer
+	keyPEM  []byte
+	keyDER  int // bytes of the key's DER, counted as the certificate's own bytes
+	rsa     bool
+}
+
+// populated is what populate made: the root to trust and the certificates'
+// own bytes (leaf DER + key DER), summed over all of them.
+type populated struct {
+	root     *x509.Certificate
+	ownBytes int64
+	certs    int
+	elapsed  time.Duration
+}
+
+// familyKey is certmagic's storage key with Portico's per-key-type prefix
+// (tlsmgr/familystorage.go): "certificates/..." becomes "certificates-<kt>/...".
+func familyKey(key, keyType string) string {
+	rest, ok := strings.CutPrefix(key, "certificates/")
+	if !ok {
+		panic("unexpected certmagic storage key " + key)
+	}
+	return "certificates-" + keyType + "/" + rest
+}
+
+// populate stores, for each name, an RSA-2048 and an ECDSA P-256 certificate
+// signed by a new local root, laid out as Portico's local CA would leave them.
+func populate(ctx context.Context, st certmagic.Storage, names []string, workers int) (*populated, error) {
+	start := time.Now()
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	rootTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "Portico Local Root " + now.UTC().Format("2006-01-02"), Organization: []string{"Portico local CA"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
+	if err != nil {
+		return nil, err
+	}
+	root, err := x509.ParseCertificate(rootDER)
+	if err != nil {
+		return nil, err
+	}
+	rootKeyPEM, err := certmagic.PEMEncodePrivateKey(rootKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Store(ctx, rootKeyKey, rootKeyPEM); err != nil {
+		return nil, fmt.Errorf("store root key: %w", err)
+	}
+	if err := st.Store(ctx, rootCertKey, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})); err != nil {
+		return nil, fmt.Errorf("store root: %w", err)
+	}
+
+	// One key per family for every leaf: generating 2N keys would take
+	// longer than the measurement, and Portico parses each stored copy
+	// into its own object anyway.
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	var fams []*family
+	for _, f := range []*family{{keyType: "rsa2048", key: rsaKey, rsa: true}, {keyType: "p256", key: ecKey}} {
+		f.keyPEM, err = certmagic.PEMEncodePrivateKey(f.key)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := pem.Decode(f.keyPEM)
+		f.keyDER = len(b.Bytes)
+		fams = append(fams, f)
+	}
+
+	var (
+		own      atomic.Int64
+		done     atomic.Int64
+		firstErr error
+		errOnce  sync.Once
+		wg       sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan string)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range jobs {
+				for _, f := range fams {
+					n, err := storeLeaf(ctx, st, root, rootKey, f, name)
+					if err != nil {
+						errOnce.Do(func() { firstErr = fmt.Errorf("%s %s: %w", name, f.keyType, err); cancel() })
+						continue
+					}
+					own.Add(int64(n))
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	step := max(len(names)/10, 1)
+	for i, name := range names {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- name
+		if (i+1)%step == 0 {
+			fmt.Fprintf(os.Stderr, "  populate: %d/%d names queued (%s)\n", i+1, len(names), time.Since(start).Round(100*time.Millisecond))
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return &populated{root: root, ownBytes: own.Load(), certs: 2 * int(done.Load()), elapsed: time.Since(start)}, nil
+}
+
+// storeLeaf signs and stores one certificate as certmagic's saveCertResource
+// does (key, certificate, metadata) and returns its own bytes.
+func storeLeaf(ctx context.Context, st certmagic.Storage, root *x509.Certificate, rootKey crypto.Signer, f *family, name string) (int, error) {
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     now.Add(leafLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if f.rsa {
+		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, f.key.Public(), rootKey)
+	if err != nil {
+		return 0, err
+	}
+	meta, err := json.MarshalIndent(certmagic.CertificateResource{
+		SANs:       []string{name},
+		IssuerData: json.RawMessage(`{"issuer":"local"}`),
+	}, "", "\t")
+	if err != nil {
+		return 0, err
+	}
+	for _, kv := range []struct {
+		key   string
+		value []byte
+	}{
+		{certmagic.StorageKeys.SitePrivateKey(issuerKey, name), f.keyPEM},
+		{certmagic.StorageKeys.SiteCert(issuerKey, name), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
+		{certmagic.StorageKeys.SiteMeta(issuerKey, name), meta},
+	} {
+		if err := st.Store(ctx, familyKey(kv.key, f.keyType), kv.value); err != nil {
+			return 0, err
+		}
+	}
+	return len(der) + f.keyDER, nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
