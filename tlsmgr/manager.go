@@ -493,8 +493,10 @@ func (m *Manager) HTTPChallengeHandler(next http.Handler) http.Handler {
 			r = r.Clone(r.Context())
 			r.Host = strings.ToLower(h)
 		}
-		for _, f := range m.families {
-			for _, iss := range f.issuers {
+		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+			// any variant may have started the challenge (sites can
+			// override [acme] challenges)
+			for _, iss := range m.httpIssuers() {
 				if iss.HandleHTTPChallenge(w, r) {
 					return
 				}

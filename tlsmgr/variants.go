@@ -2,6 +2,8 @@ package tlsmgr
 
 import (
 	"fmt"
+
+	"github.com/caddyserver/certmagic"
 	"slices"
 	"strings"
 
@@ -88,4 +90,22 @@ func (m *Manager) familiesFor(name string) []*family {
 		return m.families
 	}
 	return v.families
+}
+
+// httpIssuers lists the ACME issuers of every variant that may answer
+// http-01 challenges.
+func (m *Manager) httpIssuers() []*certmagic.ACMEIssuer {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*certmagic.ACMEIssuer
+	for _, v := range m.variants {
+		for _, f := range v.families {
+			for _, iss := range f.issuers {
+				if !iss.DisableHTTPChallenge {
+					out = append(out, iss)
+				}
+			}
+		}
+	}
+	return out
 }
