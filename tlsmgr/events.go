@@ -17,7 +17,7 @@ import (
 // veto an attempt its schedule does not allow yet, and attempts certmagic
 // starts on its own (maintenance renewals) are recorded in the same ledger
 // as Portico's.
-func (m *Manager) eventHandler(keyType string) func(context.Context, string, map[string]any) error {
+func (m *Manager) eventHandler(f *family) func(context.Context, string, map[string]any) error {
 	return func(ctx context.Context, event string, data map[string]any) error {
 		if !wantEvent(event) {
 			return nil
@@ -27,7 +27,7 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 		}
 		name, _ := data["identifier"].(string)
 		own := ctx.Value(ctxOwnAttempt) != nil
-		f := m.familyFor(name, keyType)
+		keyType := f.keyType
 		switch event {
 		case "cert_obtaining":
 			renewal, _ := data["renewal"].(bool)
@@ -42,8 +42,14 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 			if ok, next := m.ledger.allowed(ctx, name, keyType); !ok {
 				return certmagic.ErrNoRetry{Err: fmt.Errorf("%w (%s)", errVetoed, next.Format(time.RFC3339))}
 			}
+			if od := m.od.Load(); f.onDemand && !renewal && od != nil {
+				if err := m.takeOnDemandOrder(ctx, od.perMinute); err != nil {
+					m.logger.Warn("on-demand order refused", zap.String("name", name), zap.Error(err))
+					return certmagic.ErrNoRetry{Err: err}
+				}
+			}
 		case "cert_failed":
-			if !own && f != nil {
+			if !own {
 				err, _ := data["error"].(error)
 				if err == nil {
 					err = errors.New("unknown error")
@@ -64,6 +70,9 @@ func (m *Manager) eventHandler(keyType string) func(context.Context, string, map
 			m.refresh(sans...)
 		case "cert_obtained":
 			m.refresh(name)
+			if f.onDemand && !own {
+				m.addOnDemandName(context.WithoutCancel(ctx), name)
+			}
 			if !own {
 				if err := m.ledger.success(ctx, name, keyType); err != nil {
 					m.logger.Warn("could not clear failure ledger", zap.String("name", name), zap.Error(err))

@@ -38,6 +38,8 @@ type family struct {
 	cfg     *certmagic.Config
 	acme    *certmagic.ACMEIssuer   // the first CA's issuer; nil with the local CA
 	issuers []*certmagic.ACMEIssuer // the CA, then the fallback CAs
+	// onDemand marks the families of on-demand names
+	onDemand bool
 }
 
 // Manager obtains, caches, renews and serves certificates for the names in
@@ -70,9 +72,11 @@ type Manager struct {
 	cancel context.CancelFunc
 
 	mu       sync.RWMutex
-	names    map[string]struct{}  // managed names
-	variants map[string]*variant  // by challengeSpec.key()
-	nameVar  map[string]*variant  // each managed name's variant
+	names    map[string]struct{} // managed names
+	variants map[string]*variant // by challengeSpec.key()
+	nameVar  map[string]*variant // each managed name's variant
+	odNames  map[string]bool     // names obtained on demand (also in nameVar)
+	od       atomic.Pointer[onDemand]
 	san      map[string]*sanGroup // shared (SAN) certificates, by group id
 	caURL    string
 }
@@ -99,6 +103,7 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		names:    map[string]struct{}{},
 		variants: map[string]*variant{},
 		nameVar:  map[string]*variant{},
+		odNames:  map[string]bool{},
 		caURL:    cfg.ACME.CA,
 		acmeCfg:  cfg,
 		index:    newCertIndex(),
@@ -134,16 +139,19 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 }
 
 func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.CertPool, spec challengeSpec) (*family, error) {
-	f := &family{keyType: keyType, ecdsa: !config.IsRSA(keyType)}
+	f := &family{keyType: keyType, ecdsa: !config.IsRSA(keyType), onDemand: spec.onDemand}
 	f.cfg = certmagic.New(m.cache, certmagic.Config{
 		RenewalWindowRatio: cfg.Renewal.Ratio,
 		KeySource:          keyGenerator(keyType),
 		Storage:            newFamilyStorage(m.storage, keyType),
 		Logger:             m.logger.Named("certmagic").With(zap.String("key_type", keyType)),
-		OnEvent:            m.eventHandler(keyType),
+		OnEvent:            m.eventHandler(f),
 		ShouldEmitFunc:     wantEvent,
 		CertSelection:      selector{},
 	})
+	if spec.onDemand {
+		f.cfg.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: m.onDemandDecision}
+	}
 	if m.local != nil {
 		f.cfg.Issuers = []certmagic.Issuer{m.local}
 		return f, nil
@@ -352,7 +360,15 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 			vars[h] = v
 		}
 	}
+	m.setOnDemand(cfg)
 	m.mu.Lock()
+	for n := range m.odNames {
+		if _, configured := want[n]; configured {
+			delete(m.odNames, n) // now in the config
+			continue
+		}
+		vars[n] = m.nameVar[n]
+	}
 	m.nameVar = vars
 	var added, removed []string
 	for n := range want {
@@ -379,6 +395,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 		}
 		m.logger.Info("names no longer managed", zap.Strings("names", removed))
 	}
+	added = append(added, m.loadOnDemandNames(ctx)...)
 	if len(added) > 0 {
 		slices.Sort(added)
 		m.loadFromStorage(ctx, added)
@@ -415,14 +432,18 @@ func (m *Manager) managed(name string) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	_, ok := m.names[name]
-	return ok
+	return ok || m.odNames[name]
 }
 
+// managedNames lists the configured and the on-demand names.
 func (m *Manager) managedNames() []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	out := make([]string, 0, len(m.names))
+	out := make([]string, 0, len(m.names)+len(m.odNames))
 	for n := range m.names {
+		out = append(out, n)
+	}
+	for n := range m.odNames {
 		out = append(out, n)
 	}
 	slices.Sort(out)
@@ -454,6 +475,9 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			if c, ok := p.choose(hello, time.Now()); ok {
 				return c, nil
 			}
+		}
+		if c, handled, err := m.onDemandCertificate(hello); handled {
+			return c, err
 		}
 	}
 	return m.families[0].cfg.GetCertificate(hello)

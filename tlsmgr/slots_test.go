@@ -45,3 +45,20 @@ func TestOrderSlotsCapConcurrency(t *testing.T) {
 		t.Fatalf("peak %d orders in flight, cap %d", p, slots)
 	}
 }
+
+// TestOnDemandOrderCap: new on-demand orders beyond max_per_minute are
+// refused, for the whole fleet (the count is in shared storage).
+func TestOnDemandOrderCap(t *testing.T) {
+	a, b := testManager(t), testManager(t)
+	b.storage = a.storage // two instances of one fleet
+	ctx := context.Background()
+	for i, m := range []*Manager{a, b, a} {
+		err := m.takeOnDemandOrder(ctx, 3)
+		if err != nil {
+			t.Fatalf("order %d refused under the cap: %v", i+1, err)
+		}
+	}
+	if err := b.takeOnDemandOrder(ctx, 3); err != errOnDemandRate {
+		t.Fatalf("fourth order in a minute: %v, want the cap", err)
+	}
+}

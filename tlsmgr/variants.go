@@ -16,6 +16,7 @@ import (
 type challengeSpec struct {
 	challenges []string
 	dns        *config.DNS
+	onDemand   bool // the families of on-demand names (certmagic's OnDemand set)
 }
 
 // key identifies a spec. It holds secrets (API tokens) and is only ever
@@ -26,6 +27,9 @@ func (s challengeSpec) key() string {
 	k := strings.Join(c, ",")
 	if s.dns != nil {
 		k += fmt.Sprintf("|%+v", *s.dns)
+	}
+	if s.onDemand {
+		k += "|on-demand"
 	}
 	return k
 }
