@@ -18,13 +18,14 @@ import (
 // families and the fleet still issues each name under one lock.
 type familyStorage struct {
 	certmagic.Storage
-	dir string // e.g. "certificates-p256"
+	dir   string // e.g. "certificates-p256"
+	pairs *pairWriter
 }
 
 const certsDir = "certificates"
 
 func newFamilyStorage(inner certmagic.Storage, keyType string) *familyStorage {
-	return &familyStorage{Storage: inner, dir: certsDir + "-" + keyType}
+	return &familyStorage{Storage: inner, dir: certsDir + "-" + keyType, pairs: newPairWriter()}
 }
 
 func (s *familyStorage) mapKey(key string) string {
@@ -48,15 +49,27 @@ func (s *familyStorage) unmapKey(key string) string {
 }
 
 func (s *familyStorage) Store(ctx context.Context, key string, value []byte) error {
-	return s.Storage.Store(ctx, s.mapKey(key), value)
+	mapped := s.mapKey(key)
+	if stem, ext, ok := s.siteFile(mapped); ok {
+		return s.storeSite(ctx, mapped, stem, ext, value)
+	}
+	return s.Storage.Store(ctx, mapped, value)
 }
 
 func (s *familyStorage) Load(ctx context.Context, key string) ([]byte, error) {
-	return s.Storage.Load(ctx, s.mapKey(key))
+	mapped := s.mapKey(key)
+	if stem, ext, ok := s.siteFile(mapped); ok {
+		return s.loadSite(ctx, stem, ext)
+	}
+	return s.Storage.Load(ctx, mapped)
 }
 
 func (s *familyStorage) Delete(ctx context.Context, key string) error {
-	return s.Storage.Delete(ctx, s.mapKey(key))
+	mapped := s.mapKey(key)
+	if stem, ext, ok := s.siteFile(mapped); ok {
+		return s.deleteSite(ctx, mapped, stem, ext)
+	}
+	return s.Storage.Delete(ctx, mapped)
 }
 
 func (s *familyStorage) Exists(ctx context.Context, key string) bool {

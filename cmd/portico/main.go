@@ -5,6 +5,7 @@
 //	portico certs [-json]           list the running portico's certificates
 //	portico retry NAME | --all      retry failing certificates now
 //	portico reload                  make the running portico re-read its config
+//	portico health -config FILE     exit 0 when the HTTPS listener answers TLS (HEALTHCHECK)
 //	portico version                 print the version
 //
 // certs, retry and reload talk to the admin API named by [listen] admin in
@@ -36,6 +37,7 @@ commands:
   certs     list the certificates of the running portico (-json for JSON)
   retry     retry a failing certificate now: retry NAME, or retry --all
   reload    make the running portico re-read its config
+  health    exit 0 when the HTTPS listener answers TLS within 3 s, else 1
   version   print the version
 
 certs, retry and reload reach the running portico through its admin API,
@@ -62,6 +64,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdRetry(rest, stdout, stderr)
 	case "reload":
 		return cmdReload(rest, stdout, stderr)
+	case "health":
+		return cmdHealth(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
