@@ -110,7 +110,11 @@ func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cau
 	if err != nil {
 		m.logger.Error("could not record failure in ledger", zap.String("name", name), zap.Error(err))
 	}
+	hint := explain(name, cause)
 	msg := fmt.Sprintf("certificate for %s (%s) could not be obtained; next attempt in %s", name, f.keyType, humanDuration(time.Until(e.NextAttempt)))
+	if hint != "" {
+		msg += "; what to check: " + hint
+	}
 	m.logger.Error("certificate attempt failed",
 		zap.String("name", name),
 		zap.String("key_type", f.keyType),
@@ -118,6 +122,7 @@ func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cau
 		zap.Int("consecutive_failures", e.Failures),
 		zap.Time("next_attempt", e.NextAttempt),
 		zap.String("summary", msg),
+		zap.String("what_to_check", hint),
 		zap.Error(cause))
 	if first, err := m.ledger.markNotified(ctx, e); err == nil && !first {
 		return // another instance already told the operator of this step
