@@ -6,6 +6,7 @@ package tlsmgr
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -58,7 +59,8 @@ type Manager struct {
 	index    *certIndex
 	slots    orderSlots
 
-	defaultSNI atomic.Pointer[string] // [listen] default_sni, for hellos without SNI
+	defaultSNI atomic.Pointer[string]     // [listen] default_sni, for hellos without SNI
+	tickets    atomic.Pointer[tls.Config] // holds the fleet's session ticket keys
 
 	staticMu    sync.Mutex
 	static      map[string]*staticCert // by cert+key path
@@ -135,6 +137,15 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 	m.families = def.families
 	m.sched = newScheduler(m, cfg.Renewal)
 	m.setNotifiers(cfg)
+	// until the fleet's ticket keys are read from storage, a key of our own
+	var own [32]byte
+	if _, err := rand.Read(own[:]); err != nil {
+		cancel()
+		return nil, err
+	}
+	tc := &tls.Config{}
+	tc.SetSessionTicketKeys([][32]byte{own})
+	m.tickets.Store(tc)
 	return m, nil
 }
 
@@ -305,6 +316,7 @@ func (m *Manager) Start() {
 	} else if m.acmeCfg.ACMEDefined {
 		go m.logTermsOfService()
 	}
+	go m.refreshTicketKeys(m.ctx)
 	m.sched.start(m.ctx)
 }
 

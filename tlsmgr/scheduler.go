@@ -121,6 +121,7 @@ func (s *scheduler) drain(limit time.Duration) {
 func (s *scheduler) pass(ctx context.Context) {
 	s.m.reloadChangedStatic(ctx)
 	s.m.recheckOnDemand(ctx)
+	s.m.refreshTicketKeys(ctx)
 	names := s.m.managedNames()
 	// certmagic may have replaced certificates or staples since the last
 	// pass (maintenance renewals, OCSP refreshes): mirror them

@@ -297,3 +297,25 @@ path = %q
 		}
 	}
 }
+
+// TestSessionTicketsShared: two instances on one storage share ticket keys,
+// so a session ticket sealed by one opens on the other.
+func TestSessionTicketsShared(t *testing.T) {
+	a := testManager(t)
+	b := testManager(t)
+	b.storage = a.storage
+	ctx := context.Background()
+	a.refreshTicketKeys(ctx)
+	b.refreshTicketKeys(ctx)
+	ka, _ := a.loadTicketKeys(ctx)
+	if len(ka) != 1 {
+		t.Fatalf("%d keys after the first rotation", len(ka))
+	}
+	if a.tickets.Load() == nil || b.tickets.Load() == nil {
+		t.Fatal("no ticket keys")
+	}
+	kb, _ := b.loadTicketKeys(ctx)
+	if kb[0].Key != ka[0].Key {
+		t.Fatal("the two instances use different ticket keys")
+	}
+}
