@@ -57,9 +57,9 @@ func (m *Manager) checkExpiry(ctx context.Context, f *family, name string, c cer
 		}
 	}
 	e, _, _ := m.ledger.get(ctx, name, f.keyType)
-	msg := fmt.Sprintf("certificate for %s (%s) expires in %s and has not been renewed", name, f.keyType, humanDuration(left))
+	msg := fmt.Sprintf("certificate for %s (%s) expires in %s and has not been renewed", name, f.keyType, ShortDuration(left))
 	if left <= 0 {
-		msg = fmt.Sprintf("certificate for %s (%s) EXPIRED %s ago and has not been renewed", name, f.keyType, humanDuration(-left))
+		msg = fmt.Sprintf("certificate for %s (%s) EXPIRED %s ago and has not been renewed", name, f.keyType, ShortDuration(-left))
 	}
 	if e.LastError != "" {
 		msg += "; last error: " + e.LastError
@@ -111,15 +111,17 @@ func (m *Manager) closeNotifiers(ctx context.Context) {
 	}
 }
 
-// humanDuration is a short duration for operators: "41d", "9h", "12m", "30s".
-func humanDuration(d time.Duration) string {
+// ShortDuration writes d (negative counts as 0) in one unit, rounded down,
+// the way an operator reads it: 45s, 9m, 3h (up to 47h), then days: 41d.
+// Logs, notifications, `portico certs` and the status page all use it.
+func ShortDuration(d time.Duration) string {
 	switch {
-	case d >= 48*time.Hour:
-		return fmt.Sprintf("%dd", int(d.Hours()/24))
-	case d >= 2*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	case d >= 2*time.Minute:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", max(d, 0)/time.Second)
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", d/time.Hour)
 	}
-	return fmt.Sprintf("%ds", int(d.Seconds()))
+	return fmt.Sprintf("%dd", d/(24*time.Hour))
 }

@@ -111,7 +111,7 @@ func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cau
 		m.logger.Error("could not record failure in ledger", zap.String("name", name), zap.Error(err))
 	}
 	hint := explain(name, cause)
-	msg := fmt.Sprintf("certificate for %s (%s) could not be obtained; next attempt in %s", name, f.keyType, humanDuration(time.Until(e.NextAttempt)))
+	msg := fmt.Sprintf("certificate for %s (%s) could not be obtained; next attempt in %s", name, f.keyType, ShortDuration(time.Until(e.NextAttempt)))
 	if hint != "" {
 		msg += "; what to check: " + hint
 	}

@@ -257,9 +257,9 @@ func expiresCell(t *time.Time, now time.Time) string {
 	case t == nil:
 		return dash
 	case t.After(now):
-		return "expires in " + shortDuration(t.Sub(now))
+		return "expires in " + tlsmgr.ShortDuration(t.Sub(now))
 	}
-	return "expired " + shortDuration(now.Sub(*t)) + " ago"
+	return "expired " + tlsmgr.ShortDuration(now.Sub(*t)) + " ago"
 }
 
 func renewCell(t *time.Time, now time.Time) string {
@@ -267,9 +267,9 @@ func renewCell(t *time.Time, now time.Time) string {
 	case t == nil:
 		return dash
 	case t.After(now):
-		return "renews in " + shortDuration(t.Sub(now))
+		return "renews in " + tlsmgr.ShortDuration(t.Sub(now))
 	}
-	return "due " + shortDuration(now.Sub(*t)) + " ago"
+	return "due " + tlsmgr.ShortDuration(now.Sub(*t)) + " ago"
 }
 
 func retryCell(failures int, t *time.Time, now time.Time) string {
@@ -277,23 +277,9 @@ func retryCell(failures int, t *time.Time, now time.Time) string {
 	case failures == 0 || t == nil:
 		return dash
 	case t.After(now):
-		return "retry in " + shortDuration(t.Sub(now))
+		return "retry in " + tlsmgr.ShortDuration(t.Sub(now))
 	}
 	return "due now"
-}
-
-// shortDuration writes d (negative counts as 0) in one unit, rounded down,
-// the way an operator reads a table: 45s, 9m, 3h (up to 47h), then days: 41d.
-func shortDuration(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", max(d, 0)/time.Second)
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", d/time.Minute)
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", d/time.Hour)
-	}
-	return fmt.Sprintf("%dd", d/(24*time.Hour))
 }
 
 // oneLine folds s onto one line (runs of white space become one space, so

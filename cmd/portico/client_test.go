@@ -418,7 +418,7 @@ func TestShortDuration(t *testing.T) {
 		{41*day + 23*time.Hour, "41d"},
 		{400 * day, "400d"},
 	} {
-		if got := shortDuration(tc.d); got != tc.want {
+		if got := tlsmgr.ShortDuration(tc.d); got != tc.want {
 			t.Errorf("shortDuration(%v) = %q, want %q", tc.d, got, tc.want)
 		}
 	}

@@ -327,19 +327,7 @@ func next(t time.Time, d time.Duration, months int) time.Time {
 // "2h ago".
 func relative(t, now time.Time) string {
 	if t.After(now) {
-		return "in " + shortDuration(t.Sub(now))
+		return "in " + tlsmgr.ShortDuration(t.Sub(now))
 	}
-	return shortDuration(now.Sub(t)) + " ago"
-}
-
-func shortDuration(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", max(d, 0)/time.Second)
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", d/time.Minute)
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", d/time.Hour)
-	}
-	return fmt.Sprintf("%dd", d/(24*time.Hour))
+	return tlsmgr.ShortDuration(now.Sub(t)) + " ago"
 }
