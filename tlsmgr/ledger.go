@@ -150,3 +150,20 @@ func (l *ledger) markNotified(ctx context.Context, e LedgerEntry) (bool, error) 
 	cur.NotifiedFailures = e.Failures
 	return true, l.put(ctx, cur)
 }
+
+// entries returns the storage keys of every ledger entry, so that listing
+// many certificates reads only the few that have failures (one List per key
+// type instead of one Load per certificate).
+func (l *ledger) entries(ctx context.Context, keyTypes []string) map[string]bool {
+	out := map[string]bool{}
+	for _, kt := range keyTypes {
+		keys, err := l.storage.List(ctx, "portico/ledger/"+kt, false)
+		if err != nil {
+			continue
+		}
+		for _, k := range keys {
+			out[k] = true
+		}
+	}
+	return out
+}

@@ -73,14 +73,15 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.RWMutex
-	names    map[string]struct{} // managed names
-	variants map[string]*variant // by challengeSpec.key()
-	nameVar  map[string]*variant // each managed name's variant
-	odNames  map[string]bool     // names obtained on demand (also in nameVar)
-	od       atomic.Pointer[onDemand]
-	san      map[string]*sanGroup // shared (SAN) certificates, by group id
-	caURL    string
+	mu        sync.RWMutex
+	names     map[string]struct{} // managed names
+	variants  map[string]*variant // by challengeSpec.key()
+	nameVar   map[string]*variant // each managed name's variant
+	odNames   map[string]bool     // names obtained on demand (also in nameVar)
+	od        atomic.Pointer[onDemand]
+	san       map[string]*sanGroup // shared (SAN) certificates, by group id
+	sanByName map[string]*sanGroup // the same, by label and by each name
+	caURL     string
 }
 
 // New builds a Manager for cfg. It opens storage but contacts no CA: a CA or
@@ -491,8 +492,29 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		if c, handled, err := m.onDemandCertificate(hello); handled {
 			return c, err
 		}
+		if !m.mayHold(name) {
+			// a name Portico does not serve: refuse at once. certmagic's
+			// lookup would hand every cached certificate to the selector
+			// (time proportional to the cache, under its lock), which a
+			// flood of random server names could use to load the server.
+			return nil, errNoCertificate
+		}
 	}
 	return m.families[0].cfg.GetCertificate(hello)
+}
+
+// mayHold reports whether name is one Portico serves: managed (exactly or by
+// a managed wildcard), covered by an operator certificate, or in a shared
+// certificate.
+func (m *Manager) mayHold(name string) bool {
+	if m.managed(name) || m.staticCovers(name) || m.sanGroupFor(name) != nil {
+		return true
+	}
+	if dot := strings.IndexByte(name, '.'); dot > 0 {
+		w := "*" + name[dot:]
+		return m.managed(w) || m.sanGroupFor(w) != nil
+	}
+	return false
 }
 
 // errNoSNI fails handshakes without SNI when no default_sni is configured.

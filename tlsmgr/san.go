@@ -224,9 +224,17 @@ func (m *Manager) sanGroupsOf(cfg *config.Config, covered map[string]bool) map[s
 // applySAN makes the managed SAN groups those of cfg: new groups are loaded
 // from storage, removed groups leave the cache.
 func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) {
+	byName := map[string]*sanGroup{}
+	for _, g := range groups {
+		byName[g.label()] = g
+		for _, n := range g.names {
+			byName[n] = g
+		}
+	}
 	m.mu.Lock()
 	old := m.san
 	m.san = groups
+	m.sanByName = byName
 	m.mu.Unlock()
 	for id, g := range old {
 		if _, keep := groups[id]; keep {
@@ -268,10 +276,7 @@ func (m *Manager) sanGroupList() []*sanGroup {
 
 // sanGroupFor returns the group whose label or any name is name.
 func (m *Manager) sanGroupFor(name string) *sanGroup {
-	for _, g := range m.sanGroupList() {
-		if g.label() == name || slices.Contains(g.names, name) {
-			return g
-		}
-	}
-	return nil
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.sanByName[name]
 }

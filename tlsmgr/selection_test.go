@@ -149,6 +149,9 @@ func TestSelectionPicksByClient(t *testing.T) {
 	fresh := testManager(t)
 	cacheBoth(t, fresh, 1)
 	fresh.index = newCertIndex()
+	fresh.mu.Lock()
+	fresh.names["host0.example.net"] = struct{}{} // a managed name the index has not mirrored yet
+	fresh.mu.Unlock()
 	if c, err := fresh.GetCertificate(rsaOnlyHello("host0.example.net")); err != nil || c.Leaf.PublicKeyAlgorithm != x509.RSA {
 		t.Fatalf("fallback for an RSA-only client: %v", err)
 	}
@@ -317,5 +320,20 @@ func TestSessionTicketsShared(t *testing.T) {
 	kb, _ := b.loadTicketKeys(ctx)
 	if kb[0].Key != ka[0].Key {
 		t.Fatal("the two instances use different ticket keys")
+	}
+}
+
+// BenchmarkUnknownName: a handshake for a name Portico does not serve is
+// refused in constant time, whatever the number of cached certificates.
+func BenchmarkUnknownName(b *testing.B) {
+	m := testManager(b)
+	cacheBoth(b, m, 10_000)
+	hello := modernHello("random-name.example.org")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.GetCertificate(hello); err == nil {
+			b.Fatal("served an unknown name")
+		}
 	}
 }

@@ -39,6 +39,11 @@ var ErrNotManaged = errors.New("not a managed name")
 // its failure ledger. Names without a certificate yet are listed too.
 func (m *Manager) Status(ctx context.Context) []CertStatus {
 	var out []CertStatus
+	var kts []string
+	for _, f := range m.families {
+		kts = append(kts, f.keyType)
+	}
+	failing := m.ledger.entries(ctx, kts)
 	for _, name := range m.managedNames() {
 		for _, f := range m.familiesFor(name) {
 			st := CertStatus{Name: name, KeyType: f.keyType}
@@ -49,6 +54,10 @@ func (m *Manager) Status(ctx context.Context) []CertStatus {
 				ra := m.sched.dueAt(ctx, f, name, c)
 				st.RenewAt = &ra
 				st.OCSP = ocspStatus(c)
+			}
+			if !failing[ledgerKey(name, f.keyType)] {
+				out = append(out, st)
+				continue
 			}
 			if e, ok, _ := m.ledger.get(ctx, name, f.keyType); ok {
 				st.Failures, st.LastError = e.Failures, e.LastError
@@ -68,6 +77,10 @@ func (m *Manager) Status(ctx context.Context) []CertStatus {
 				ra := m.sched.dueAt(ctx, f, "san:"+g.id, c)
 				st.RenewAt = &ra
 				st.OCSP = ocspStatus(c)
+			}
+			if !failing[ledgerKey(g.label(), f.keyType)] {
+				out = append(out, st)
+				continue
 			}
 			if e, ok, _ := m.ledger.get(ctx, g.label(), f.keyType); ok {
 				st.Failures, st.LastError = e.Failures, e.LastError

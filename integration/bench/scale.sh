@@ -69,4 +69,8 @@ done
 
 echo
 echo "== summary"
-[[ -s "$results" ]] && "$work/scale" -summarize "$results"
+if [[ -s "$results" ]]; then
+  "$work/scale" -summarize "$results"
+else
+  echo "no run completed"
+fi

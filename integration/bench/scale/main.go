@@ -9,14 +9,21 @@
 // one site holding all N names and measures:
 //
 //   - the time to the log line "names managed" (every stored certificate is
-//     in the cache),
+//     in the cache), and the CPU time Portico (and redis-server) used until
+//     then, which depends less on what else the machine runs,
 //   - the time until the last name, then a random sample of names, are served
 //     their own certificate to an ECDSA-capable client and to an RSA-only
 //     TLS 1.2 client,
 //   - VmRSS and VmHWM, and the memory per cached certificate beyond the
 //     certificate's own bytes (leaf DER + key DER), against the same binary
 //     started on an empty storage with one host,
-//   - how long first handshakes for names not used yet take after start.
+//   - how long first handshakes for names not used yet take after start,
+//   - how long a handshake for a name Portico does not serve takes to be
+//     refused (it grows with the number of cached certificates).
+//
+// With -steady it also waits for the runtime's forced GC and reads the live
+// heap, which RSS overstates by the GC's headroom; with -profile it loads the
+// same storage in-process and writes CPU and heap profiles.
 //
 // integration/bench/scale.sh builds Portico and this program and runs both
 // backends. By hand:
@@ -57,6 +64,7 @@ func main() {
 		summarize = flag.String("summarize", "", "print the table of the rows in this file and exit")
 		freePort  = flag.Bool("free-port", false, "print a free loopback TCP port and exit")
 		steady    = flag.Duration("steady", 0, "also wait this long idle (the runtime forces a GC after 2 idle minutes: use 130s or more), then read RSS and the live heap")
+		poll      = flag.Bool("poll", true, "poll the last name during start-up (every miss costs Portico work in proportion to the certificates it holds, so polls back off)")
 		profile   = flag.String("profile", "", "afterwards, load the same storage in-process into tlsmgr and write CPU and heap profiles to DIR/<backend>-<n>")
 	)
 	flag.Parse()
@@ -94,7 +102,7 @@ func main() {
 	}
 	r := &run{n: *n, backend: *backend, portico: portico, redisURL: *redisURL,
 		samples: *samples, fresh: *fresh, workers: *workers, timeout: *timeout,
-		steady: *steady, redisPID: *redisPID}
+		steady: *steady, redisPID: *redisPID, poll: *poll}
 	if *profile != "" {
 		r.profileDir = filepath.Join(*profile, fmt.Sprintf("%s-%d", *backend, *n))
 	}
@@ -143,6 +151,7 @@ type run struct {
 	steady   time.Duration
 	cfgPath  string // the measured start's config
 	redisPID int
+	poll     bool
 
 	profileDir string
 
@@ -160,7 +169,7 @@ type run struct {
 	cpuManaged, redisCPU              time.Duration
 	steadyRSS, steadyBaseRSS          int64
 	steadyStats, steadyBaseStats      map[string]float64
-	handshakes, firsts                []time.Duration
+	handshakes, firsts, unknown       []time.Duration
 	failures                          []string
 }
 
@@ -286,7 +295,7 @@ func (r *run) baseline(ctx context.Context, storageConf string) (*instance, erro
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for _, c := range clients {
-		if _, err := untilServed(ctx, in, host, c, nil, 50*time.Millisecond); err != nil {
+		if _, err := untilServed(ctx, in, host, c, nil, 50*time.Millisecond, nil); err != nil {
 			return in, r.explain(in, fmt.Errorf("%s: %w", c.label, err))
 		}
 	}

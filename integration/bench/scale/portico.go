@@ -339,22 +339,31 @@ func handshake(ctx context.Context, addr, name string, c client, roots *x509.Cer
 	return took, nil
 }
 
-// untilServed retries a handshake every interval until it succeeds, and
-// returns when it did (since start), or an error when in exits or ctx ends.
-func untilServed(ctx context.Context, in *instance, name string, c client, roots *x509.CertPool, interval time.Duration) (time.Duration, error) {
+// untilServed retries a handshake until it succeeds, and returns when it did
+// (since start), or an error when in exits or ctx ends. It waits at least
+// interval between attempts, and ten times as long as the last failed attempt
+// took: a handshake for a name Portico does not hold yet costs it work in
+// proportion to the certificates it holds (certmagic hands every cached
+// certificate to Portico's selector), so eager polling would slow the very
+// start-up it measures. Once wake is closed, it retries at once and then every
+// interval.
+func untilServed(ctx context.Context, in *instance, name string, c client, roots *x509.CertPool, interval time.Duration, wake <-chan struct{}) (time.Duration, error) {
 	var last error
 	for {
-		if _, err := handshake(ctx, in.https, name, c, roots); err == nil {
+		t0 := time.Now()
+		_, err := handshake(ctx, in.https, name, c, roots)
+		if err == nil {
 			return time.Since(in.start), nil
-		} else {
-			last = err
 		}
+		last = err
 		select {
 		case <-in.exited:
 			return 0, fmt.Errorf("portico exited; last handshake error: %v", last)
 		case <-ctx.Done():
 			return 0, errors.Join(ctx.Err(), last)
-		case <-time.After(interval):
+		case <-wake:
+			wake = nil
+		case <-time.After(max(interval, 10*time.Since(t0))):
 		}
 	}
 }

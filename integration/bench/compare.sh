@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# Portico against nginx as a TLS-terminating reverse proxy in front of one
+# HTTP/1.1 upstream that answers every request with 1 KiB, on this machine:
+# static certificates (an ECDSA P-256 and an RSA-2048 one for bench.test), no
+# access logs, nginx with one worker and an upstream keep-alive pool.
+#
+# For each target, in alternating rounds (nginx, Portico, nginx, Portico, …):
+#   wrk      HTTP/1.1 keep-alive load (2 s warm-up, then -t2 -c64 for 10 s):
+#            req/s, p99 latency, the proxy's CPU per request
+#   handshake full TLS 1.3 handshakes (X25519, no resumption), 32 workers,
+#            10 s offering only ECDSA signature schemes, 10 s only RSA-PSS:
+#            handshakes/s, the proxy's CPU per handshake
+#   h2load   HTTP/2 load (-c16 -m8 -t1, 8 s): req/s, CPU per request
+#   VmHWM    peak RSS of the proxy's processes after the round's load
+# then prints medians with min–max and the Portico/nginx ratios. Raw outputs
+# go to integration/bench/out/compare-<time>/ (gitignored).
+#
+#   integration/bench/compare.sh                 # about 6–8 minutes
+#   ROUNDS=5 integration/bench/compare.sh
+#   PORTICO_BIN=/tmp/portico-old integration/bench/compare.sh   # a binary built elsewhere
+#   PROFILE=1 integration/bench/compare.sh       # also perf profiles under wrk, after the rounds
+#   ROUNDS=1 WARMUP=1 WRK_DURATION=2 HS_DURATION=2 H2_DURATION=2 integration/bench/compare.sh   # smoke test
+#
+# Installs nginx, wrk and nghttp2-client (h2load) with apt-get when missing.
+# See integration/bench/README.md for what each number means.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-2}
+WRK_DURATION=${WRK_DURATION:-10}
+HS_DURATION=${HS_DURATION:-10}
+HS_WORKERS=${HS_WORKERS:-32}
+H2_DURATION=${H2_DURATION:-8}
+PROFILE=${PROFILE:-}
+HOST=bench.test
+
+out=${OUT:-integration/bench/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d)
+chmod 755 "$work"
+results="$out/results.tsv"
+: >"$results"
+
+pids_to_stop=()
+cleanup() {
+  local p
+  for p in "${pids_to_stop[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${pids_to_stop[@]}"; do
+    wait "$p" 2>/dev/null || true
+  done
+  if [[ "${KEEP:-}" == 1 ]]; then
+    echo "kept $work"
+  else
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+
+log() { echo "$*" | tee -a "$out/run.log"; }
+
+# --- tools ------------------------------------------------------------------
+missing=()
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [[ -n "$PROFILE" ]] && ! command -v perf >/dev/null 2>&1; then
+  missing+=(linux-perf)
+fi
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH=$PATH:/usr/sbin
+
+if [[ -n "${PORTICO_BIN:-}" ]]; then
+  log "using portico binary $PORTICO_BIN; building the helpers"
+  cp "$PORTICO_BIN" "$work/portico"
+else
+  log "building portico and the helpers"
+  go build -o "$work/portico" ./cmd/portico
+fi
+go build -o "$work/" ./integration/bench/compare/upstream ./integration/bench/compare/handshake ./integration/bench/compare/table
+
+clk_tck=$(getconf CLK_TCK)
+{
+  echo "date: $(date -u)"
+  echo "portico: ${PORTICO_BIN:-$(git describe --always --dirty 2>/dev/null || echo unknown)}"
+  go version
+  nginx -v 2>&1
+  wrk -v 2>&1 | head -1 || true
+  h2load --version
+  openssl version
+  echo "kernel: $(uname -r), cpus: $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+  echo "rounds=$ROUNDS warmup=${WARMUP}s wrk=${WRK_DURATION}s handshakes=${HS_DURATION}s x $HS_WORKERS workers h2load=${H2_DURATION}s"
+} >"$out/versions.txt"
+cat "$out/versions.txt"
+
+# --- certificates -------------------------------------------------------------
+# 127.0.0.1 is in the SANs too: wrk connects to https://127.0.0.1:PORT/ and
+# sends the URL's host as SNI.
+san="subjectAltName=DNS:$HOST,IP:127.0.0.1"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -subj "/CN=$HOST" -addext "$san" -keyout "$work/ecdsa.key" -out "$work/ecdsa.crt" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 \
+  -subj "/CN=$HOST" -addext "$san" -keyout "$work/rsa.key" -out "$work/rsa.crt" 2>/dev/null
+
+# --- upstream -------------------------------------------------------------------
+"$work/upstream" -addr 127.0.0.1:0 -size 1024 -addr-file "$work/upstream.addr" >/dev/null &
+pids_to_stop+=($!)
+for _ in $(seq 50); do [[ -s "$work/upstream.addr" ]] && break; sleep 0.1; done
+upstream=$(cat "$work/upstream.addr")
+log "upstream on $upstream (1 KiB answers)"
+
+read -r nginx_port portico_port < <("$work/upstream" -free-ports 2 | paste -sd' ')
+
+# --- nginx ------------------------------------------------------------------------
+mkdir -p "$work/nginx"
+nginx_version=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+if [[ "$(printf '%s\n' 1.25.1 "$nginx_version" | sort -V | head -1)" == 1.25.1 ]]; then
+  listen_h2="listen 127.0.0.1:$nginx_port ssl default_server; http2 on;"
+else
+  listen_h2="listen 127.0.0.1:$nginx_port ssl http2 default_server;"
+fi
+user_line=
+if [[ "$(id -u)" == 0 ]]; then
+  user_line="user $(id -un) $(id -gn);" # workers run as the current user, not nobody
+fi
+cat >"$work/nginx/nginx.conf" <<EOF
+$user_line
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events {
+  worker_connections 4096;
+}
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/client_body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+
+  upstream backend {
+    server $upstream;
+    keepalive 64;
+  }
+  server {
+    $listen_h2
+    server_name $HOST;
+    # nginx closes a client connection after 1000 requests by default (HTTP/2
+    # included, with a GOAWAY) and h2load does not reconnect: without this,
+    # h2load measures that limit, not nginx. Portico has no such limit.
+    keepalive_requests 1000000;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate $work/ecdsa.crt;
+    ssl_certificate_key $work/ecdsa.key;
+    ssl_certificate $work/rsa.crt;
+    ssl_certificate_key $work/rsa.key;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+cp "$work/nginx/nginx.conf" "$out/nginx.conf"
+nginx -t -q -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log"
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
+nginx_pid=$!
+pids_to_stop+=("$nginx_pid")
+
+# --- Portico ------------------------------------------------------------------------
+mkdir -p "$work/portico-data"
+cat >"$work/portico.toml" <<EOF
+# no [acme]: bench.test is served from the operator certificates below
+[listen]
+http = ""
+https = "127.0.0.1:$portico_port"
+admin = ""
+default_sni = "$HOST"
+
+[storage]
+path = "$work/portico-data"
+
+[[certificate]]
+cert = "$work/ecdsa.crt"
+key = "$work/ecdsa.key"
+
+[[certificate]]
+cert = "$work/rsa.crt"
+key = "$work/rsa.key"
+
+[[site]]
+hosts = ["$HOST"]
+upstreams = ["http://$upstream"]
+EOF
+cp "$work/portico.toml" "$out/portico.toml"
+"$work/portico" validate -config "$work/portico.toml" >"$out/portico-validate.txt"
+"$work/portico" run -config "$work/portico.toml" 2>"$out/portico.log" &
+portico_pid=$!
+pids_to_stop+=("$portico_pid")
+
+wait_up() { # name port pid
+  local i code
+  for i in $(seq 100); do
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "$1 exited; see $out" >&2
+      exit 1
+    fi
+    code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Host: $HOST" "https://127.0.0.1:$2/" || true)
+    [[ "$code" == 200 ]] && return 0
+    sleep 0.1
+  done
+  echo "$1 did not answer 200 on port $2 (last: $code)" >&2
+  exit 1
+}
+wait_up nginx "$nginx_port" "$nginx_pid"
+wait_up portico "$portico_port" "$portico_pid"
+nginx_pids="$nginx_pid $(pgrep -P "$nginx_pid" | paste -sd' ')"
+log "nginx $nginx_version on 127.0.0.1:$nginx_port (pids $nginx_pids), portico on 127.0.0.1:$portico_port (pid $portico_pid)"
+
+port_of() { if [[ $1 == nginx ]]; then echo "$nginx_port"; else echo "$portico_port"; fi; }
+pids_of() { if [[ $1 == nginx ]]; then echo "$nginx_pids"; else echo "$portico_pid"; fi; }
+
+# what each target negotiates with an OpenSSL client like wrk's (SNI 127.0.0.1),
+# and which certificate each handshake mode gets
+for t in nginx portico; do
+  port=$(port_of $t)
+  {
+    echo "== $t, openssl s_client -servername 127.0.0.1 (as wrk)"
+    openssl s_client -connect "127.0.0.1:$port" -servername 127.0.0.1 </dev/null 2>/dev/null |
+      grep -E '^(New,|Peer signature type|Server Temp Key|Server public key)' || true
+    for s in ecdsa rsa; do
+      "$work/handshake" -check -addr "127.0.0.1:$port" -sni "$HOST" -sigalgs "$s"
+    done
+  } | tee -a "$out/tls-check.txt"
+done
+if [[ $(grep -c 'offered=\(ecdsa\|rsa\) served=\1' "$out/tls-check.txt") != 4 ]]; then
+  echo "a target did not serve the certificate type its handshake mode forces: see $out/tls-check.txt" >&2
+  exit 1
+fi
+
+# --- measurements -------------------------------------------------------------------
+cpu_ticks() { # pids... → utime+stime, in clock ticks
+  local p sum=0 v
+  for p in "$@"; do
+    v=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat")
+    sum=$((sum + v))
+  done
+  echo "$sum"
+}
+hwm_mib() { # pids... → sum of VmHWM, MiB
+  local p
+  for p in "$@"; do
+    awk '/^VmHWM:/{print $2}' "/proc/$p/status"
+  done | awk '{s += $1} END {printf "%.1f", s / 1024}'
+}
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
+calc() { awk "BEGIN {printf \"%.4f\", $1}"; }
+to_ms() { # wrk latency such as 812.00us, 4.12ms, 1.02s → ms
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+    printf "%.3f", n }'
+}
+
+h2_target_args() { # port → h2load arguments for https://bench.test on 127.0.0.1:port
+  if h2load --help 2>&1 | grep -q -- '--sni'; then
+    echo "--sni $HOST https://127.0.0.1:$1/"
+  elif h2load --help 2>&1 | grep -q -- '--connect-to'; then
+    echo "--connect-to=127.0.0.1:$1 https://$HOST:$1/"
+  else
+    echo "https://127.0.0.1:$1/" # no SNI: both serve bench.test by default
+  fi
+}
+
+measure() { # target round
+  local t=$1 r=$2 port pids f c0 c1 t0 t1 rps reqs p99 errs hs h2
+  port=$(port_of "$t")
+  # shellcheck disable=SC2207 # pids are numbers
+  pids=($(pids_of "$t"))
+  record "$t" "$r" load1 "$(cut -d' ' -f1 /proc/loadavg)"
+
+  # (a)+(b) wrk, HTTP/1.1 keep-alive
+  wrk -t2 -c64 -d"${WARMUP}s" -H "Host: $HOST" "https://127.0.0.1:$port/" >/dev/null
+  f="$out/wrk-$t-$r.txt"
+  c0=$(cpu_ticks "${pids[@]}")
+  t0=$(date +%s.%N)
+  wrk -t2 -c64 -d"${WRK_DURATION}s" --latency -H "Host: $HOST" "https://127.0.0.1:$port/" >"$f"
+  t1=$(date +%s.%N)
+  c1=$(cpu_ticks "${pids[@]}")
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
+  reqs=$(awk '/requests in/ {print $1}' "$f")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")
+  errs=$(awk '/Socket errors:/ {gsub(/,/, ""); s += $4 + $6 + $8 + $10} /Non-2xx/ {s += $NF} END {print s + 0}' "$f")
+  record "$t" "$r" wrk_rps "$rps"
+  record "$t" "$r" wrk_p99_ms "$p99"
+  record "$t" "$r" wrk_cpu_us "$(calc "($c1 - $c0) / $clk_tck * 1e6 / $reqs")"
+  record "$t" "$r" wrk_cpu_pct "$(calc "($c1 - $c0) / $clk_tck / ($t1 - $t0) * 100")"
+  record "$t" "$r" wrk_errors "$errs"
+  log "  $t round $r: wrk $rps req/s, p99 ${p99} ms, errors $errs"
+
+  # (c) full handshakes, ECDSA then RSA
+  local kind n total_errs=0
+  for kind in ecdsa rsa; do
+    f="$out/handshake-$kind-$t-$r.txt"
+    "$work/handshake" -addr "127.0.0.1:$port" -sni "$HOST" -sigalgs "$kind" -workers "$HS_WORKERS" \
+      -duration "${HS_DURATION}s" -pids "${pids[*]}" -clk-tck "$clk_tck" >"$f" || true
+    hs=$(cat "$f")
+    record "$t" "$r" "hs_${kind}_rate" "$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$hs")"
+    record "$t" "$r" "hs_${kind}_cpu_us" "$(sed -n 's/.* cpu_us_per_hs=\([0-9.]*\).*/\1/p' <<<"$hs")"
+    n=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$hs")
+    total_errs=$((total_errs + ${n:-0}))
+    if ! grep -q "served=$kind:[0-9]*\$\|served=$kind:[0-9]* " <<<"$hs"; then
+      log "  !! $t round $r: $kind handshakes were not all served $kind: $hs"
+    fi
+    log "  $t round $r: $kind handshakes: $hs"
+  done
+  record "$t" "$r" hs_errors "$total_errs"
+
+  # (d) h2load, HTTP/2
+  f="$out/h2load-$t-$r.txt"
+  c0=$(cpu_ticks "${pids[@]}")
+  # shellcheck disable=SC2046 # the target arguments are split on purpose
+  h2load -c16 -m8 -t1 -D"$H2_DURATION" $(h2_target_args "$port") >"$f" 2>&1 || true
+  c1=$(cpu_ticks "${pids[@]}")
+  h2=$(awk '/^finished in/ {gsub(/,/, ""); print $4}' "$f")
+  reqs=$(awk '/^requests:/ {print $8}' "$f")
+  errs=$(awk '/^requests:/ {print $10 + $12}' "$f")
+  record "$t" "$r" h2_rps "${h2:-0}"
+  if [[ -n "$reqs" && "$reqs" != 0 ]]; then
+    record "$t" "$r" h2_cpu_us "$(calc "($c1 - $c0) / $clk_tck * 1e6 / $reqs")"
+  fi
+  record "$t" "$r" h2_errors "${errs:-0}"
+  log "  $t round $r: h2load ${h2:-?} req/s, failed+errored ${errs:-?}"
+
+  # (e) peak RSS so far
+  record "$t" "$r" rss_mib "$(hwm_mib "${pids[@]}")"
+}
+
+start=$SECONDS
+for r in $(seq "$ROUNDS"); do
+  log "== round $r of $ROUNDS"
+  for t in nginx portico; do
+    measure "$t" "$r"
+  done
+done
+log "(rounds took $((SECONDS - start)) s)"
+
+if [[ -n "$PROFILE" ]]; then
+  # perf, sampling each target's processes under the same wrk load
+  for t in nginx portico; do
+    port=$(port_of "$t")
+    perf record -q -F 999 -g -o "$work/perf-$t.data" -p "$(pids_of "$t" | tr ' ' ',')" -- sleep "$WRK_DURATION" 2>/dev/null &
+    perf_pid=$!
+    wrk -t2 -c64 -d"${WRK_DURATION}s" -H "Host: $HOST" "https://127.0.0.1:$port/" >/dev/null
+    wait "$perf_pid" || true
+    for view in "self --no-children --sort dso,symbol" "dso --no-children --sort dso" "children --children --sort symbol"; do
+      # shellcheck disable=SC2086 # the view's options are split on purpose
+      perf report -q -i "$work/perf-$t.data" --stdio -g none ${view#* } 2>/dev/null |
+        grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -50 >"$out/perf-$t-${view%% *}.txt" || true
+    done
+    log "perf profile of $t under wrk: $out/perf-$t-{self,dso,children}.txt"
+  done
+fi
+
+cp "$work/nginx/error.log" "$out/nginx-error.log" 2>/dev/null || true
+echo
+"$work/table" -a nginx -b portico "$results" | tee "$out/table.txt"
+echo
+echo "raw results: $out"
