@@ -84,6 +84,25 @@ type Listen struct {
 	// DefaultSNI names the certificate for clients that send no SNI;
 	// without it they get a handshake error, not a random certificate.
 	DefaultSNI string `toml:"default_sni"`
+	// TrustedProxies are the IP addresses and CIDR networks of proxies in
+	// front of Portico (load balancers). A client connecting from one of
+	// them has its X-Forwarded-For chain kept (its own address appended)
+	// and its X-Forwarded-Proto and X-Forwarded-Host passed on; every other
+	// client's X-Forwarded-* headers are replaced. Empty: trust no one.
+	TrustedProxies []string `toml:"trusted_proxies"`
+	// MaxConnections caps the connections open at once on each listener
+	// (:80 and :443 separately); more wait in the kernel's backlog until one
+	// closes. 0 means no limit.
+	MaxConnections int `toml:"max_connections"`
+	// HeaderTimeout is how long a client has to send a request's headers
+	// (and, on :443, to complete the TLS handshake) once it starts.
+	HeaderTimeout Duration `toml:"header_timeout"`
+	// IdleTimeout is how long a keep-alive connection may wait for its next
+	// request.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxHeaderBytes caps the size of a request's line and headers;
+	// larger requests get 431.
+	MaxHeaderBytes int `toml:"max_header_bytes"`
 }
 
 // Storage selects where certificates, keys, the ACME account and the
@@ -199,6 +218,16 @@ const (
 	DefaultCheckInterval = 10 * time.Minute
 	DefaultMaxConcurrent = 4
 	DefaultAccountKey    = "p256"
+
+	DefaultMaxConnections = 10000
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultMaxHeaderBytes = 64 << 10
+	// MinMaxHeaderBytes and MaxMaxHeaderBytes bound max_header_bytes: below
+	// 4 KiB ordinary browser requests (cookies) are refused; 1 MiB is Go's
+	// own default, far beyond what any client needs.
+	MinMaxHeaderBytes = 4 << 10
+	MaxMaxHeaderBytes = 1 << 20
 )
 
 // DefaultKeyTypes are the certificate key types when key_types is not set:

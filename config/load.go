@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -170,6 +171,18 @@ func applyDefaults(cfg *Config, md toml.MetaData) {
 	}
 	if cfg.Listen.HTTPS == "" && !md.IsDefined("listen", "https") {
 		cfg.Listen.HTTPS = DefaultHTTPS
+	}
+	if !md.IsDefined("listen", "max_connections") {
+		cfg.Listen.MaxConnections = DefaultMaxConnections
+	}
+	if !md.IsDefined("listen", "header_timeout") {
+		cfg.Listen.HeaderTimeout = Duration(DefaultHeaderTimeout)
+	}
+	if !md.IsDefined("listen", "idle_timeout") {
+		cfg.Listen.IdleTimeout = Duration(DefaultIdleTimeout)
+	}
+	if !md.IsDefined("listen", "max_header_bytes") {
+		cfg.Listen.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	s := &cfg.Storage
 	if s.Backend == "" {
@@ -379,6 +392,74 @@ func (v *validator) validateListen(cfg *Config) {
 		}
 	}
 	v.validateAdminToken(cfg.Listen.AdminToken)
+	v.validateHardening(&cfg.Listen)
+}
+
+// validateHardening checks the [listen] keys that protect the listeners
+// from slow and hostile clients.
+func (v *validator) validateHardening(l *Listen) {
+	for _, p := range l.TrustedProxies {
+		_, err := ParseTrustedProxy(p)
+		switch {
+		case err != nil:
+			v.bad("listen.trusted_proxies", `list IP addresses or CIDR networks of your load balancers, e.g. ["10.0.0.0/8", "192.168.1.5"]`,
+				"%q: %v", p, err)
+		case isEverywhere(p):
+			v.warnings = append(v.warnings, fmt.Sprintf(
+				"listen.trusted_proxies holds %q, which trusts every client: anyone can then set the X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host your upstreams see; list only your load balancers' addresses", p))
+		}
+	}
+	if l.MaxConnections < 0 {
+		v.bad("listen.max_connections", "use 0 (no limit) or a positive number such as 10000", "%d is negative", l.MaxConnections)
+	}
+	for _, d := range []struct {
+		key string
+		d   Duration
+		eg  string
+	}{{"listen.header_timeout", l.HeaderTimeout, `"10s"`}, {"listen.idle_timeout", l.IdleTimeout, `"2m"`}} {
+		switch {
+		case d.d < 0:
+			v.bad(d.key, "use a positive duration such as "+d.eg, "%v is negative", d.d.Std())
+		case d.d == 0:
+			v.bad(d.key, "use a positive duration such as "+d.eg+"; leave the key out for the default",
+				"0 would let a client hold a connection open forever")
+		}
+	}
+	if n := l.MaxHeaderBytes; n < MinMaxHeaderBytes || n > MaxMaxHeaderBytes {
+		v.bad("listen.max_header_bytes", fmt.Sprintf("use a size between %d (4 KiB) and %d (1 MiB), e.g. %d", MinMaxHeaderBytes, MaxMaxHeaderBytes, DefaultMaxHeaderBytes),
+			"%d bytes is out of range", n)
+	}
+}
+
+// ParseTrustedProxy parses one trusted_proxies entry: an IP address (a
+// network of one) or a CIDR network. Host bits after the mask are ignored.
+func ParseTrustedProxy(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, errors.New("not a CIDR network such as 10.0.0.0/8")
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			// peers are compared unmapped: ::ffff:10.0.0.0/104 is 10.0.0.0/8
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, errors.New("not an IP address or CIDR network")
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("an IPv6 zone cannot be trusted: write the address without %zone")
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// isEverywhere reports whether a trusted_proxies entry is a /0 network.
+func isEverywhere(s string) bool {
+	p, err := ParseTrustedProxy(s)
+	return err == nil && p.Bits() == 0
 }
 
 // isLoopbackHost reports whether a listen host only accepts connections

@@ -10,6 +10,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -36,6 +38,7 @@ type Server struct {
 	logger    *zap.Logger
 	certs     Certificates
 	transport *http.Transport
+	buffers   *bufferPool // body copy buffers, shared by every site
 	router    atomic.Pointer[Router]
 
 	swapMu    sync.Mutex      // serialises Swap and RegisterMetrics
@@ -45,6 +48,9 @@ type Server struct {
 
 	httpAddr, httpsAddr string
 	httpsPort           string // "" when 443: left out of redirects
+	// listen is [listen] as it was at New: the listeners' settings are
+	// fixed at start (trusted_proxies excepted, which Swap applies).
+	listen config.Listen
 
 	mu       sync.Mutex
 	servers  []*http.Server
@@ -59,8 +65,10 @@ func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, e
 		logger:    logger,
 		certs:     certs,
 		transport: newTransport(),
+		buffers:   newBufferPool(),
 		httpAddr:  cfg.Listen.HTTP,
 		httpsAddr: cfg.Listen.HTTPS,
+		listen:    cfg.Listen,
 		serveErr:  make(chan error, 2),
 	}
 	if err := s.Swap(cfg); err != nil {
@@ -88,8 +96,10 @@ func newTransport() *http.Transport {
 }
 
 // Swap replaces the routing table with one built from cfg. Requests already
-// routed finish on their old site; new ones see the new table. Listener
-// addresses are fixed at start.
+// routed finish on their old site; new ones see the new table. [listen]
+// trusted_proxies takes effect too; the other [listen] settings of the proxy
+// (addresses, limits, timeouts) are fixed at start, and a change to them is
+// logged as a warning.
 func (s *Server) Swap(cfg *config.Config) error {
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
@@ -113,12 +123,39 @@ func (s *Server) Swap(cfg *config.Config) error {
 			}
 		}
 	}
+	first := s.cfg == nil
 	s.cfg, s.siteNames = cfg, names
-	if s.httpAddr != "" && (cfg.Listen.HTTP != s.httpAddr || cfg.Listen.HTTPS != s.httpsAddr) {
+	if first {
+		return nil
+	}
+	if cfg.Listen.HTTP != s.httpAddr || cfg.Listen.HTTPS != s.httpsAddr {
 		s.logger.Warn("listen addresses changed in the config; they take effect at the next restart",
 			zap.String("http", cfg.Listen.HTTP), zap.String("https", cfg.Listen.HTTPS))
 	}
+	if keys := fixedListenChanges(s.listen, cfg.Listen); len(keys) > 0 {
+		s.logger.Warn("[listen] settings changed in the config; they take effect at the next restart",
+			zap.Strings("keys", keys))
+	}
 	return nil
+}
+
+// fixedListenChanges names the [listen] limits and timeouts that differ
+// between the running settings and a new config.
+func fixedListenChanges(running, next config.Listen) []string {
+	var keys []string
+	if running.MaxConnections != next.MaxConnections {
+		keys = append(keys, "max_connections")
+	}
+	if running.HeaderTimeout != next.HeaderTimeout {
+		keys = append(keys, "header_timeout")
+	}
+	if running.IdleTimeout != next.IdleTimeout {
+		keys = append(keys, "idle_timeout")
+	}
+	if running.MaxHeaderBytes != next.MaxHeaderBytes {
+		keys = append(keys, "max_header_bytes")
+	}
+	return keys
 }
 
 // build makes the routing table for cfg and returns it with its sites'
@@ -126,9 +163,13 @@ func (s *Server) Swap(cfg *config.Config) error {
 func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 	r := newRouter()
 	names := make(map[string]bool, len(cfg.Sites))
+	trusted, err := parseTrustedProxies(cfg.Listen.TrustedProxies)
+	if err != nil {
+		return nil, names, err
+	}
 	for _, sc := range cfg.Sites {
 		names[sc.Hosts[0]] = true // a site's name, as newSite gives it
-		site, err := newSite(sc, s.transport, s.logger, s.metrics)
+		site, err := newSite(sc, s.transport, s.buffers, trusted, s.logger, s.metrics)
 		if err != nil {
 			return nil, names, fmt.Errorf("site %s: %w", sc.Hosts[0], err)
 		}
@@ -137,7 +178,7 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 		}
 	}
 	if od := cfg.OnDemand; od != nil {
-		site, err := newSite(config.Site{Hosts: []string{"on-demand"}, Upstreams: od.Upstreams}, s.transport, s.logger, s.metrics)
+		site, err := newSite(config.Site{Hosts: []string{"on-demand"}, Upstreams: od.Upstreams}, s.transport, s.buffers, trusted, s.logger, s.metrics)
 		if err != nil {
 			return nil, names, fmt.Errorf("on_demand: %w", err)
 		}
@@ -151,7 +192,7 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 // TLSConfig is the :443 configuration: TLS 1.2 and 1.3 only, AEAD suites with
 // forward secrecy only, h2 and HTTP/1.1, and acme-tls/1 for tls-alpn-01.
 func (s *Server) TLSConfig() *tls.Config {
-	return &tls.Config{
+	tc := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
@@ -164,11 +205,30 @@ func (s *Server) TLSConfig() *tls.Config {
 		NextProtos:     []string{"h2", "http/1.1", "acme-tls/1"},
 		GetCertificate: s.certs.GetCertificate,
 	}
+	// session tickets sealed with keys the fleet shares, so a client that
+	// moves between instances behind a load balancer still resumes
+	if t, ok := s.certs.(SessionTickets); ok {
+		tc.WrapSession, tc.UnwrapSession = t.WrapSession, t.UnwrapSession
+	}
+	return tc
+}
+
+// SessionTickets is implemented by a Certificates that seals TLS session
+// tickets with keys shared across a fleet (tlsmgr.Manager does).
+type SessionTickets interface {
+	WrapSession(tls.ConnectionState, *tls.SessionState) ([]byte, error)
+	UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error)
 }
 
 // Start opens the listeners and serves in the background. An address in use
 // or not permitted is returned at once, before anything is served: both
 // listeners are opened before either serves, and a failure closes the other.
+//
+// Each listener accepts at most [listen] max_connections at once; a client
+// has header_timeout to complete the TLS handshake and to send each
+// request's headers (at most max_header_bytes, else 431), and a keep-alive
+// connection is closed after idle_timeout without a request. Requests whose
+// framing is ambiguous are refused (see framing.go).
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -188,26 +248,116 @@ func (s *Server) Start() error {
 	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && port != "443" {
 		s.httpsPort = port
 	}
-	https := &http.Server{
-		Handler:           http.HandlerFunc(s.serveHTTPS),
-		TLSConfig:         s.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(s.logger.Named("https")),
-	}
-	s.servers = append(s.servers, https)
-	go func() { s.serveErr <- https.ServeTLS(ln, "", "") }()
-	if hl != nil {
-		plain := &http.Server{
-			Handler:           s.validationRedirect(s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP))),
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
+	lim := s.limits()
+	limit := func(l net.Listener) net.Listener {
+		if lim.maxConns > 0 {
+			return newLimitListener(l, lim.maxConns)
 		}
+		return l
+	}
+	httpsLog := zap.NewStdLog(s.logger.Named("https"))
+	https := s.httpServer(lim, s.refuseAmbiguousFraming(http.HandlerFunc(s.serveHTTPS)), httpsLog)
+	// A TLSConfig with "h2" makes Serve set up HTTP/2 for the *tls.Conn
+	// the listener hands over; the listener does the handshakes with its
+	// own copy.
+	https.TLSConfig = s.TLSConfig()
+	tl := newTLSListener(limit(ln), s.TLSConfig(), lim.headerTimeout, lim.headLimit(), httpsLog.Printf)
+	s.servers = append(s.servers, https)
+	go func() { s.serveErr <- https.Serve(tl) }()
+	if hl != nil {
+		plain := s.httpServer(lim, s.refuseAmbiguousFraming(
+			s.validationRedirect(s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP)))),
+			zap.NewStdLog(s.logger.Named("http")))
 		s.servers = append(s.servers, plain)
-		go func() { s.serveErr <- plain.Serve(hl) }()
+		go func() { s.serveErr <- plain.Serve(&framingListener{Listener: limit(hl), headLimit: lim.headLimit()}) }()
 	}
 	return nil
+}
+
+// limits are the listeners' [listen] settings, with the defaults for a
+// config not passed through config.Load.
+type limits struct {
+	maxConns       int // 0: no limit
+	headerTimeout  time.Duration
+	idleTimeout    time.Duration
+	maxHeaderBytes int
+}
+
+func (s *Server) limits() limits {
+	l := limits{
+		maxConns:       s.listen.MaxConnections,
+		headerTimeout:  s.listen.HeaderTimeout.Std(),
+		idleTimeout:    s.listen.IdleTimeout.Std(),
+		maxHeaderBytes: s.listen.MaxHeaderBytes,
+	}
+	if l.headerTimeout <= 0 {
+		l.headerTimeout = config.DefaultHeaderTimeout
+	}
+	if l.idleTimeout <= 0 {
+		l.idleTimeout = config.DefaultIdleTimeout
+	}
+	if l.maxHeaderBytes <= 0 {
+		l.maxHeaderBytes = config.DefaultMaxHeaderBytes
+	}
+	return l
+}
+
+// headLimit is the longest request head the framing tracker follows:
+// net/http reads up to MaxHeaderBytes plus 4 KiB of slack before it answers
+// 431, and the tracker must not give up earlier.
+func (l limits) headLimit() int { return l.maxHeaderBytes + 8<<10 }
+
+// httpServer is the http.Server of one listener.
+//
+// There is deliberately no WriteTimeout (nor ReadTimeout): net/http applies
+// them to the whole exchange, from the end of the request headers to the
+// end of the response, so any value would cut long downloads, server-sent
+// event streams and websockets proxied from upstreams. Slow clients are
+// bounded instead by ReadHeaderTimeout (nothing is proxied before the
+// headers are in), IdleTimeout between requests, TCP keep-alives on
+// connections whose peer vanished, and max_connections for the rest.
+func (s *Server) httpServer(l limits, h http.Handler, errLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler: h,
+		// refuseAmbiguousFraming answers "OPTIONS *" itself, after its check
+		DisableGeneralOptionsHandler: true,
+		ReadHeaderTimeout:            l.headerTimeout,
+		IdleTimeout:                  l.idleTimeout,
+		MaxHeaderBytes:               l.maxHeaderBytes,
+		ConnContext:                  connContext,
+		ErrorLog:                     errLog,
+	}
+}
+
+// refuseAmbiguousFraming answers 400 and closes the connection for an
+// HTTP/1.x request the framing tracker saw with both Content-Length and
+// Transfer-Encoding, or with Transfer-Encoding in HTTP/1.0, before anything
+// else (ACME answers, redirects, proxying) sees it.
+func (s *Server) refuseAmbiguousFraming(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f, ok := r.Context().Value(framingKey{}).(*framing); ok && r.ProtoMajor == 1 {
+			if head, ok := f.claim(r.Method, r.RequestURI, r.Proto); ok {
+				if why := head.ambiguity(); why != "" {
+					s.logger.Info("refused a request with ambiguous framing", zap.String("reason", why),
+						zap.String("remote", r.RemoteAddr), zap.String("host", r.Host))
+					w.Header().Set("Connection", "close")
+					http.Error(w, "400 Bad Request: ambiguous message framing: "+why, http.StatusBadRequest)
+					return
+				}
+			}
+		}
+		if r.Method == http.MethodOptions && r.RequestURI == "*" {
+			// net/http's own answer, which it gives before any handler
+			// unless DisableGeneralOptionsHandler is set: set, so that
+			// these requests are checked above too.
+			w.Header().Set("Content-Length", "0")
+			if r.ContentLength != 0 {
+				io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 4<<10))
+			}
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func listenHint(err error) error {

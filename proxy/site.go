@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,7 +25,7 @@ type Site struct {
 	metrics  *siteMetrics // nil when metrics are off
 }
 
-func newSite(sc config.Site, transport http.RoundTripper, logger *zap.Logger, m *metrics) (*Site, error) {
+func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.BufferPool, trusted trustedProxies, logger *zap.Logger, m *metrics) (*Site, error) {
 	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects()}
 	if m != nil {
 		s.metrics = m.forSite(s.name)
@@ -42,16 +43,22 @@ func newSite(sc config.Site, transport http.RoundTripper, logger *zap.Logger, m 
 	}
 	s.pool = pool
 	log := logger.With(zap.String("site", s.name))
+	// ReverseProxy logs here what it cannot answer with an error status,
+	// such as an upstream that failed in the middle of a response body.
+	errLog, _ := zap.NewStdLogAt(log, zap.WarnLevel) // fails only for an unknown level
 	s.proxy = &httputil.ReverseProxy{
+		// without a pool every response allocates a fresh 32 KiB copy
+		// buffer: 81% of the bytes allocated per request (pprof)
+		BufferPool: buffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// Rewrite starts from a request without hop-by-hop and
-			// X-Forwarded-* headers: the client's are replaced, never
-			// trusted or appended to.
-			pr.SetXForwarded()
+			// X-Forwarded-* headers: the client's are replaced, unless
+			// it is a trusted proxy.
+			trusted.setForwarded(pr)
 			pr.Out.Host = pr.In.Host
 		},
 		Transport: pool,
-		ErrorLog:  zap.NewStdLog(log),
+		ErrorLog:  errLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var down *UpstreamsDownError
 			if errors.As(err, &down) {
@@ -93,4 +100,16 @@ func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.proxy.ServeHTTP(w, r)
+}
+
+// bufferPool lends the 32 KiB buffers ReverseProxy copies bodies through.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte    { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
+// newBufferPool makes the pool a Server shares among its sites: one pool
+// keeps the fewest buffers alive.
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}}
 }

@@ -1,0 +1,288 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/portico-proxy/portico/config"
+)
+
+// BenchmarkProxyHTTP1 measures one request through a started Server: a
+// keep-alive HTTP/1.1 client over TLS 1.3 (ECDSA P-256 certificate) sends GET
+// requests to a site whose upstream, on loopback, answers 1 KiB.
+//
+// The client and the upstream are written by hand so that they allocate
+// nothing per request: allocs/op and B/op are the proxy's own (TLS server
+// conn, net/http server, ReverseProxy, upstream Transport). ns/op includes
+// the client and the upstream, which share the machine's cores with the
+// proxy; "baseline-no-proxy" is the same client talking TLS straight to the
+// same upstream, for the part of ns/op that is not the proxy.
+//
+//	go test ./proxy -run '^$' -bench BenchmarkProxyHTTP1 -benchtime 3s -cpuprofile /tmp/proxy.prof
+func BenchmarkProxyHTTP1(b *testing.B) {
+	const host = "bench.test"
+	bc := newBenchCerts(b, host)
+	up := benchUpstream(b, 1024, nil)
+	cfg := &config.Config{
+		Listen: config.Listen{HTTPS: "127.0.0.1:0"}, // no plain-HTTP listener
+		Sites:  []config.Site{{Hosts: []string{host}, Upstreams: []string{"http://" + up}}},
+	}
+	srv, err := New(cfg, bc, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	_, proxyAddr := srv.Addrs()
+	clientTLS := &tls.Config{RootCAs: bc.pool, ServerName: host, NextProtos: []string{"http/1.1"}}
+
+	b.Run("serial", func(b *testing.B) {
+		c := dialBenchClient(b, proxyAddr, clientTLS, host)
+		b.SetBytes(1024)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.get(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
+	b.Run("parallel", func(b *testing.B) {
+		// 4 connections per P: the proxy's goroutines, the client's and the
+		// upstream's all compete for the same cores, as on a real box
+		b.SetParallelism(4)
+		b.SetBytes(1024)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			c, err := dialBenchClientErr(proxyAddr, clientTLS, host)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer c.conn.Close()
+			for pb.Next() {
+				if err := c.get(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+
+	b.Run("baseline-no-proxy", func(b *testing.B) {
+		direct := benchUpstream(b, 1024, &tls.Config{GetCertificate: bc.GetCertificate})
+		c := dialBenchClient(b, direct, clientTLS, host)
+		b.SetBytes(1024)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.get(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// benchCerts is a static certificate source: one self-signed ECDSA P-256
+// certificate for every handshake.
+type benchCerts struct {
+	cert tls.Certificate
+	pool *x509.CertPool
+}
+
+func newBenchCerts(tb testing.TB, host string) *benchCerts {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: host},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		DNSNames:     []string{host},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return &benchCerts{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool: pool}
+}
+
+func (c *benchCerts) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return &c.cert, nil
+}
+
+func (c *benchCerts) HTTPChallengeHandler(next http.Handler) http.Handler { return next }
+
+// benchUpstream is a minimal HTTP/1.1 server on loopback (over TLS when
+// tlsConfig is set) that answers every request, keep-alive, with a body of
+// size bytes, allocating nothing per request. It reads request heads only:
+// the benchmark's requests have no body.
+func benchUpstream(tb testing.TB, size int, tlsConfig *tls.Config) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+		strconv.Itoa(size) + "\r\n\r\n" + string(bytes.Repeat([]byte("a"), size)))
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if tlsConfig != nil {
+				c = tls.Server(c, tlsConfig)
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReaderSize(c, 4096)
+				for {
+					// a request head: lines up to an empty one
+					for {
+						line, err := br.ReadSlice('\n')
+						if err != nil {
+							return
+						}
+						if len(line) <= 2 {
+							break
+						}
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// benchClient is a keep-alive HTTP/1.1 client on one TLS connection that
+// sends the same GET and reads each response without allocating.
+type benchClient struct {
+	conn *tls.Conn
+	br   *bufio.Reader
+	req  []byte
+}
+
+func dialBenchClient(tb testing.TB, addr string, cfg *tls.Config, host string) *benchClient {
+	tb.Helper()
+	c, err := dialBenchClientErr(addr, cfg, host)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.conn.Close() })
+	return c
+}
+
+func dialBenchClientErr(addr string, cfg *tls.Config, host string) (*benchClient, error) {
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &benchClient{
+		conn: conn,
+		br:   bufio.NewReaderSize(conn, 8192),
+		req:  []byte("GET / HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: portico-bench\r\nAccept: */*\r\n\r\n"),
+	}
+	// one request before timing: the proxy's upstream connection is dialled
+	return c, c.get()
+}
+
+var (
+	status200     = []byte("HTTP/1.1 200 ")
+	contentLength = []byte("Content-Length:")
+)
+
+func (c *benchClient) get() error {
+	if _, err := c.conn.Write(c.req); err != nil {
+		return err
+	}
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(line, status200) {
+		return fmt.Errorf("response %q", bytes.TrimSpace(line))
+	}
+	n := -1
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) <= 2 {
+			break
+		}
+		if v, ok := bytes.CutPrefix(line, contentLength); ok {
+			n = 0
+			for _, ch := range bytes.TrimSpace(v) {
+				if ch < '0' || ch > '9' {
+					return fmt.Errorf("bad Content-Length %q", v)
+				}
+				n = n*10 + int(ch-'0')
+			}
+		}
+	}
+	if n < 0 {
+		return errors.New("response without Content-Length")
+	}
+	_, err = c.br.Discard(n)
+	return err
+}
