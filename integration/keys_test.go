@@ -51,9 +51,15 @@ func TestAccountKeyPolicy(t *testing.T) {
 			t.Errorf("RSA certificate key is %d bits, want 3072", rk.Size()*8)
 		}
 	}
-	for _, k := range certKeys {
+	// private keys are 0600 in directories of 0700 (file backend)
+	for _, k := range append(certKeys, accountKeys...) {
 		if fi, err := os.Stat(k); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, want 0600", k, fi.Mode().Perm())
+		}
+		for d := filepath.Dir(k); d != filepath.Join(dir, "data"); d = filepath.Dir(d) {
+			if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("%s: mode %v, want 0700", d, fi.Mode().Perm())
+			}
 		}
 	}
 }

@@ -42,7 +42,7 @@ func chromiumPath(t *testing.T) string {
 	if os.Getenv("CI") != "" {
 		t.Fatal("chromium is not installed: .ci/run installs Debian's chromium package")
 	}
-	t.Skip("chromium is not installed (apt-get install chromium)")
+	t.Skip("outside CI without chromium (apt-get install chromium); CI fails instead")
 	return ""
 }
 
@@ -117,7 +117,7 @@ func servePage(t *testing.T, h http.Handler) string {
 // TestStatusPageScreenshot is the page as `chromium --screenshot` sees it.
 func TestStatusPageScreenshot(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a browser")
+		t.Skip("skipped with -short: starts a browser")
 	}
 	chromiumPath(t)
 	url := servePage(t, pageHandler(Options{Certs: pageFake()}))
@@ -399,7 +399,7 @@ func (c *cdp) clickRetry(name string) string {
 // the browser guard lets through on loopback.
 func TestStatusPageRetryInBrowser(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a browser")
+		t.Skip("skipped with -short: starts a browser")
 	}
 	chromiumPath(t)
 	f := pageFake()
@@ -448,7 +448,7 @@ func TestStatusPageRetryInBrowser(t *testing.T) {
 // keeps it in sessionStorage and sends it as a bearer token.
 func TestStatusPageTokenInBrowser(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a browser")
+		t.Skip("skipped with -short: starts a browser")
 	}
 	chromiumPath(t)
 	const token = "0123456789abcdef-s3cret"
