@@ -148,4 +148,8 @@ func TestFailureLedgerWebhookAndRetry(t *testing.T) {
 		t.Errorf("certificates came %v after the failure: the retry did not act early", since)
 	}
 	waitFor(t, 10*time.Second, "a recovery report", func() bool { return len(sink.find("recovered", "fail.test")) >= 1 })
+	if m := adminGet(t, base, "/metrics", nil); !strings.Contains(m, `portico_certificate_orders_total{key_type="p256",kind="obtain",outcome="failure"}`) ||
+		!strings.Contains(m, `portico_certificate_orders_total{key_type="p256",kind="obtain",outcome="success"} 1`) {
+		t.Errorf("order outcomes missing from the metrics")
+	}
 }

@@ -50,6 +50,8 @@ func (m *Manager) eventHandler(f *family) func(context.Context, string, map[stri
 			}
 		case "cert_failed":
 			if !own {
+				renewal, _ := data["renewal"].(bool)
+				m.countOrder(keyType, renewal, false)
 				err, _ := data["error"].(error)
 				if err == nil {
 					err = errors.New("unknown error")
@@ -70,6 +72,10 @@ func (m *Manager) eventHandler(f *family) func(context.Context, string, map[stri
 			m.refresh(sans...)
 		case "cert_obtained":
 			m.refresh(name)
+			if !own {
+				renewal, _ := data["renewal"].(bool)
+				m.countOrder(keyType, renewal, true)
+			}
 			if f.onDemand && !own {
 				m.addOnDemandName(context.WithoutCancel(ctx), name)
 			}

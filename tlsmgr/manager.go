@@ -25,6 +25,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
@@ -61,6 +62,7 @@ type Manager struct {
 
 	defaultSNI atomic.Pointer[string]     // [listen] default_sni, for hellos without SNI
 	tickets    atomic.Pointer[tls.Config] // holds the fleet's session ticket keys
+	orders     atomic.Pointer[prometheus.CounterVec]
 
 	staticMu    sync.Mutex
 	static      map[string]*staticCert // by cert+key path

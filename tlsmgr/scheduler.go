@@ -194,9 +194,13 @@ func (s *scheduler) considerSAN(ctx context.Context, g *sanGroup, f *family) {
 			return
 		}
 		if err != nil {
-			s.m.recordFailure(ctx, g.label(), f, err)
+			if !errors.Is(err, errVetoed) {
+				s.m.countOrder(f.keyType, have, false)
+				s.m.recordFailure(ctx, g.label(), f, err)
+			}
 			return
 		}
+		s.m.countOrder(f.keyType, have, true)
 		s.succeeded(ctx, g.label(), f)
 	})
 }
@@ -360,9 +364,11 @@ func (s *scheduler) attempt(ctx context.Context, name string, f *family, renew b
 	case errors.Is(err, errVetoed):
 		return
 	case err != nil:
+		s.m.countOrder(f.keyType, renew, false)
 		s.m.recordFailure(ctx, name, f, err)
 		return
 	}
+	s.m.countOrder(f.keyType, renew, true)
 	old, hadOld := s.m.cached(f, name)
 	fresh, cerr := f.cfg.CacheManagedCertificate(ctx, name)
 	if cerr != nil {

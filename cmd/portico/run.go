@@ -204,6 +204,13 @@ func startAdmin(l config.Listen, certs admin.Certs, srv *proxy.Server, reload fu
 	if err := reg.Register(admin.NewCertCollector(certs)); err != nil {
 		return nil, "", err
 	}
+	if om, ok := certs.(interface {
+		RegisterMetrics(prometheus.Registerer) error
+	}); ok {
+		if err := om.RegisterMetrics(reg); err != nil {
+			return nil, "", err
+		}
+	}
 	ln, err := admin.Listen(l.Admin)
 	if err != nil {
 		return nil, "", err

@@ -1,0 +1,37 @@
+package tlsmgr
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// RegisterMetrics adds the certificate order counter to reg:
+// portico_certificate_orders_total{key_type, kind="obtain"|"renew",
+// outcome="success"|"failure"}. Expiry, failures and pending retries are
+// read from Status at scrape time by the admin API's collector.
+func (m *Manager) RegisterMetrics(reg prometheus.Registerer) error {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portico_certificate_orders_total",
+		Help: "Certificate orders (obtain or renew) by key type and outcome, since start.",
+	}, []string{"key_type", "kind", "outcome"})
+	if err := reg.Register(c); err != nil {
+		return err
+	}
+	m.orders.Store(c)
+	return nil
+}
+
+// countOrder records one order's outcome, when metrics are registered.
+func (m *Manager) countOrder(keyType string, renewal, ok bool) {
+	c := m.orders.Load()
+	if c == nil {
+		return
+	}
+	kind, outcome := "obtain", "success"
+	if renewal {
+		kind = "renew"
+	}
+	if !ok {
+		outcome = "failure"
+	}
+	c.WithLabelValues(keyType, kind, outcome).Inc()
+}
