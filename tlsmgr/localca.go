@@ -72,7 +72,10 @@ func (ca *LocalCA) Root(ctx context.Context) (*x509.Certificate, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	return ca.cert, ca.create(ctx)
+	if err := ca.create(ctx); err != nil {
+		return nil, err
+	}
+	return ca.cert, nil
 }
 
 // RootPEM is the root certificate in PEM, for clients to trust.
@@ -155,40 +158,51 @@ func (ca *LocalCA) create(ctx context.Context) error {
 
 // Issue signs the CSR's names with the local root.
 func (ca *LocalCA) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
-	root, err := ca.Root(ctx)
-	if err != nil {
-		return nil, err
-	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("local CA: bad CSR signature: %w", err)
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: firstName(csr)},
-		DNSNames:     csr.DNSNames,
-		IPAddresses:  csr.IPAddresses,
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(localLeafLifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if _, ok := csr.PublicKey.(*rsa.PublicKey); ok {
-		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
-	} else if _, ok := csr.PublicKey.(*ecdsa.PublicKey); !ok {
-		return nil, fmt.Errorf("local CA: unsupported public key %T", csr.PublicKey)
-	}
-	ca.mu.Lock()
-	key := ca.key
-	ca.mu.Unlock()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, csr.PublicKey, key)
+	der, err := ca.SignLeaf(ctx, firstName(csr), csr.DNSNames, csr.IPAddresses, csr.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: sign %v: %w", csr.DNSNames, err)
+		return nil, err
 	}
 	return &certmagic.IssuedCertificate{
 		Certificate: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		Metadata:    map[string]string{"issuer": "local"},
 	}, nil
+}
+
+// SignLeaf signs a server certificate for names with the local root and
+// returns its DER. Issue uses it for certmagic; the scale benchmark uses it
+// to fill storage as Portico would.
+func (ca *LocalCA) SignLeaf(ctx context.Context, commonName string, dnsNames []string, ips []net.IP, pub crypto.PublicKey) ([]byte, error) {
+	root, err := ca.Root(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: commonName},
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     now.Add(localLeafLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+	} else if _, ok := pub.(*ecdsa.PublicKey); !ok {
+		return nil, fmt.Errorf("local CA: unsupported public key %T", pub)
+	}
+	ca.mu.Lock()
+	key := ca.key
+	ca.mu.Unlock()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, pub, key)
+	if err != nil {
+		return nil, fmt.Errorf("local CA: sign %v: %w", dnsNames, err)
+	}
+	return der, nil
 }
 
 func firstName(csr *x509.CertificateRequest) string {

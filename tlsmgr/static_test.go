@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
@@ -99,5 +100,24 @@ respond = "ok"
 	m.Apply(ctx, cfg)
 	if c, err := m.GetCertificate(modernHello("static.example.net")); err == nil {
 		t.Fatalf("removed certificate still served: %v", c.Leaf.DNSNames)
+	}
+}
+
+// TestLocalCAFirstUseIsIssue: the first thing asked of a new local CA may be
+// a certificate (no Root call before): the root is made and used.
+func TestLocalCAFirstUseIsIssue(t *testing.T) {
+	ca := NewLocalCA(&certmagic.FileStorage{Path: t.TempDir()})
+	f := newCertFactory(t)
+	der, err := ca.SignLeaf(context.Background(), "first.example.net", []string{"first.example.net"}, nil, f.ecKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := ca.Root(context.Background())
+	if err := leaf.CheckSignatureFrom(root); err != nil {
+		t.Fatalf("leaf not signed by the stored root: %v", err)
 	}
 }

@@ -8,11 +8,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
+	"github.com/portico-proxy/portico/tlsmgr"
 	"os"
 	"strings"
 	"sync"
@@ -65,38 +64,11 @@ func familyKey(key, keyType string) string {
 // signed by a new local root, laid out as Portico's local CA would leave them.
 func populate(ctx context.Context, st certmagic.Storage, names []string, workers int) (*populated, error) {
 	start := time.Now()
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// the local CA's own root, made and stored as Portico makes it
+	ca := tlsmgr.NewLocalCA(st)
+	root, err := ca.Root(ctx)
 	if err != nil {
 		return nil, err
-	}
-	now := time.Now()
-	rootTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "Portico Local Root " + now.UTC().Format("2006-01-02"), Organization: []string{"Portico local CA"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
-	if err != nil {
-		return nil, err
-	}
-	root, err := x509.ParseCertificate(rootDER)
-	if err != nil {
-		return nil, err
-	}
-	rootKeyPEM, err := certmagic.PEMEncodePrivateKey(rootKey)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Store(ctx, rootKeyKey, rootKeyPEM); err != nil {
-		return nil, fmt.Errorf("store root key: %w", err)
-	}
-	if err := st.Store(ctx, rootCertKey, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})); err != nil {
-		return nil, fmt.Errorf("store root: %w", err)
 	}
 
 	// One key per family for every leaf: generating 2N keys would take
@@ -137,7 +109,7 @@ func populate(ctx context.Context, st certmagic.Storage, names []string, workers
 			defer wg.Done()
 			for name := range jobs {
 				for _, f := range fams {
-					n, err := storeLeaf(ctx, st, root, rootKey, f, name)
+					n, err := storeLeaf(ctx, st, ca, f, name)
 					if err != nil {
 						errOnce.Do(func() { firstErr = fmt.Errorf("%s %s: %w", name, f.keyType, err); cancel() })
 						continue
@@ -168,21 +140,8 @@ func populate(ctx context.Context, st certmagic.Storage, names []string, workers
 
 // storeLeaf signs and stores one certificate as certmagic's saveCertResource
 // does (key, certificate, metadata) and returns its own bytes.
-func storeLeaf(ctx context.Context, st certmagic.Storage, root *x509.Certificate, rootKey crypto.Signer, f *family, name string) (int, error) {
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(leafLifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if f.rsa {
-		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, f.key.Public(), rootKey)
+func storeLeaf(ctx context.Context, st certmagic.Storage, ca *tlsmgr.LocalCA, f *family, name string) (int, error) {
+	der, err := ca.SignLeaf(ctx, name, []string{name}, nil, f.key.Public())
 	if err != nil {
 		return 0, err
 	}
@@ -206,12 +165,4 @@ func storeLeaf(ctx context.Context, st certmagic.Storage, root *x509.Certificate
 		}
 	}
 	return len(der) + f.keyDER, nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(err)
-	}
-	return n
 }
