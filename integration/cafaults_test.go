@@ -124,10 +124,10 @@ func TestCAFaults(t *testing.T) {
 	}
 
 	mitm.mode.Store("hang")
+	calls := mitm.calls.Load() // before the reload: its order starts at once
 	p.writeConfig(cfg + site([]string{"b.faults.test"}, `respond = "b"`))
 	p.signal(syscall.SIGHUP)
 	p.waitLog("config reloaded", 10*time.Second)
-	calls := mitm.calls.Load()
 	waitFor(t, 20*time.Second, "an ACME call hanging", func() bool { return mitm.calls.Load() > calls })
 	for i := 0; i < 5; i++ {
 		if _, err := tryHandshake(addr, "a.faults.test", e.pebble.IssuerRoots(), nil); err != nil {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
@@ -17,12 +18,18 @@ func TestShortCertificatesRenewed(t *testing.T) {
 	e.dns.SetA("short.test", "127.0.0.1")
 	dir := t.TempDir()
 	p := startPortico(t, dir, e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`)+site([]string{"short.test"}, `respond = "s"`), e.httpsAddr("127.0.0.1"))
-	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
+	for _, tc := range []struct {
+		tweak func(*tls.Config)
+		alg   x509.PublicKeyAlgorithm
+	}{{tls13, x509.ECDSA}, {rsaOnly, x509.RSA}} {
+		tweak := tc.tweak
 		var first tls.ConnectionState
+		// a TLS 1.3 client takes the RSA certificate until the ECDSA one
+		// is there: wait for the key type under test
 		waitFor(t, 60*time.Second, "a first certificate", func() bool {
 			var err error
 			first, err = tryHandshake(e.httpsAddr("127.0.0.1"), "short.test", e.pebble.IssuerRoots(), tweak)
-			return err == nil
+			return err == nil && first.PeerCertificates[0].PublicKeyAlgorithm == tc.alg
 		})
 		old := first.PeerCertificates[0]
 		if life := old.NotAfter.Sub(old.NotBefore); life > 61*time.Second {
@@ -32,7 +39,8 @@ func TestShortCertificatesRenewed(t *testing.T) {
 		waitFor(t, 90*time.Second, "a replacement certificate", func() bool {
 			var err error
 			next, err = tryHandshake(e.httpsAddr("127.0.0.1"), "short.test", e.pebble.IssuerRoots(), tweak)
-			return err == nil && next.PeerCertificates[0].SerialNumber.Cmp(old.SerialNumber) != 0
+			return err == nil && next.PeerCertificates[0].SerialNumber.Cmp(old.SerialNumber) != 0 &&
+				next.PeerCertificates[0].PublicKeyAlgorithm == tc.alg
 		})
 		replaced := time.Now()
 		if !replaced.Before(old.NotAfter) {
