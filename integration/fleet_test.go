@@ -74,6 +74,16 @@ func TestFleetIssuesOnce(t *testing.T) {
 			}
 		}
 	}
+	// a TLS 1.3 client also accepts the RSA certificate: wait for both
+	// key types of every name before counting
+	waitFor(t, 120*time.Second, "both key types of every name", func() bool {
+		for _, h := range hosts {
+			if rsa, ec := countByKey(e.pebble.IssuedFor(h)); rsa == 0 || ec == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	for _, h := range hosts {
 		if rsa, ec := countByKey(e.pebble.IssuedFor(h)); rsa != 1 || ec != 1 {
 			t.Errorf("%s: Pebble issued %d RSA and %d ECDSA certificates, want exactly 1 and 1", h, rsa, ec)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"strings"
@@ -24,10 +25,13 @@ func TestSharedCertificate(t *testing.T) {
 	cfg := e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`) + site(hosts, "certificate = \"shared\"\nrespond = \"s\"")
 	startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
 	for _, h := range hosts {
-		for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
+		for _, tc := range []struct {
+			tweak func(*tls.Config)
+			alg   x509.PublicKeyAlgorithm
+		}{{tls13, x509.ECDSA}, {rsaOnly, x509.RSA}} {
 			waitFor(t, 60*time.Second, h+" served", func() bool {
-				st, err := tryHandshake(e.httpsAddr("127.0.0.1"), h, e.pebble.IssuerRoots(), tweak)
-				return err == nil && len(st.PeerCertificates[0].DNSNames) == 3
+				st, err := tryHandshake(e.httpsAddr("127.0.0.1"), h, e.pebble.IssuerRoots(), tc.tweak)
+				return err == nil && len(st.PeerCertificates[0].DNSNames) == 3 && st.PeerCertificates[0].PublicKeyAlgorithm == tc.alg
 			})
 		}
 	}
