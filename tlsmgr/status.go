@@ -46,51 +46,40 @@ func (m *Manager) Status(ctx context.Context) []CertStatus {
 	failing := m.ledger.entries(ctx, kts)
 	for _, name := range m.managedNames() {
 		for _, f := range m.familiesFor(name) {
-			st := CertStatus{Name: name, KeyType: f.keyType}
-			if c, ok := m.cached(f, name); ok {
-				nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
-				st.NotBefore, st.NotAfter = &nb, &na
-				st.Issuer = c.Leaf.Issuer.CommonName
-				ra := m.sched.dueAt(ctx, f, name, c)
-				st.RenewAt = &ra
-				st.OCSP = ocspStatus(c)
-			}
-			if !failing[ledgerKey(name, f.keyType)] {
-				out = append(out, st)
-				continue
-			}
-			if e, ok, _ := m.ledger.get(ctx, name, f.keyType); ok {
-				st.Failures, st.LastError = e.Failures, e.LastError
-				next := e.NextAttempt
-				st.NextRetry = &next
-			}
-			out = append(out, st)
+			c, ok := m.cached(f, name)
+			out = append(out, m.certStatus(ctx, CertStatus{Name: name, KeyType: f.keyType}, f, c, ok, name, failing))
 		}
 	}
 	for _, g := range m.sanGroupList() {
 		for _, f := range g.v.families {
-			st := CertStatus{Name: g.label(), Names: g.names, KeyType: f.keyType}
-			if c, ok := m.sanCached(g, f); ok {
-				nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
-				st.NotBefore, st.NotAfter = &nb, &na
-				st.Issuer = c.Leaf.Issuer.CommonName
-				ra := m.sched.dueAt(ctx, f, "san:"+g.id, c)
-				st.RenewAt = &ra
-				st.OCSP = ocspStatus(c)
-			}
-			if !failing[ledgerKey(g.label(), f.keyType)] {
-				out = append(out, st)
-				continue
-			}
-			if e, ok, _ := m.ledger.get(ctx, g.label(), f.keyType); ok {
-				st.Failures, st.LastError = e.Failures, e.LastError
-				next := e.NextAttempt
-				st.NextRetry = &next
-			}
-			out = append(out, st)
+			c, ok := m.sanCached(g, f)
+			out = append(out, m.certStatus(ctx, CertStatus{Name: g.label(), Names: g.names, KeyType: f.keyType}, f, c, ok, "san:"+g.id, failing))
 		}
 	}
 	return out
+}
+
+// certStatus fills st from a family's cached certificate c (when have) and,
+// for certificates listed in failing, from the ledger. dueKey names the
+// certificate for its due date (its name, or "san:<id>" for a shared one).
+func (m *Manager) certStatus(ctx context.Context, st CertStatus, f *family, c certmagic.Certificate, have bool, dueKey string, failing map[string]bool) CertStatus {
+	if have {
+		nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
+		st.NotBefore, st.NotAfter = &nb, &na
+		st.Issuer = c.Leaf.Issuer.CommonName
+		ra := m.sched.dueAt(ctx, f, dueKey, c)
+		st.RenewAt = &ra
+		st.OCSP = ocspStatus(c)
+	}
+	if !failing[ledgerKey(st.Name, f.keyType)] {
+		return st
+	}
+	if e, ok, _ := m.ledger.get(ctx, st.Name, f.keyType); ok {
+		st.Failures, st.LastError = e.Failures, e.LastError
+		next := e.NextAttempt
+		st.NextRetry = &next
+	}
+	return st
 }
 
 func ocspStatus(c certmagic.Certificate) string {
