@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -123,7 +122,10 @@ func (m *Manager) loadSAN(ctx context.Context, g *sanGroup, f *family) (certmagi
 // obtainSAN orders a group's certificate for one family under the fleet
 // lock, unless a peer stored a newer one meanwhile.
 func (m *Manager) obtainSAN(ctx context.Context, g *sanGroup, f *family, renew bool) error {
-	lock := "portico_san_" + f.keyType + "_" + g.id
+	// one lock for both key types: their orders validate the same names,
+	// and two challenges in flight for one name would replace each other's
+	// answer (certmagic keeps one per name), as its own per-name lock avoids
+	lock := "portico_san_" + g.id
 	if err := m.storage.Lock(ctx, lock); err != nil {
 		return fmt.Errorf("lock %s: %w", lock, err)
 	}
@@ -139,7 +141,7 @@ func (m *Manager) obtainSAN(ctx context.Context, g *sanGroup, f *family, renew b
 		return err
 	}
 	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: g.names[0]}, DNSNames: g.names}, key)
+		DNSNames: g.names}, key) // no CommonName: the CA would see the first name twice
 	if err != nil {
 		return fmt.Errorf("SAN CSR: %w", err)
 	}
