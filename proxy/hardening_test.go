@@ -614,7 +614,7 @@ func TestUpstreamResetMidResponse(t *testing.T) {
 			}
 			tr.CloseIdleConnections()
 			baseline := runtime.NumGoroutine()
-			logged := logs.FilterMessageSnippet("ReverseProxy read error during body copy").Len()
+			logged := logs.FilterMessageSnippet("read error during body copy").Len()
 
 			for i := 0; i < 10; i++ {
 				resp, err := c.Get("https://reset.example.com/big")
@@ -630,10 +630,10 @@ func TestUpstreamResetMidResponse(t *testing.T) {
 					t.Errorf("request %d: %d bytes of a 1000-byte body without an error", i, len(body))
 				}
 			}
-			if n := logs.FilterMessageSnippet("ReverseProxy read error during body copy").Len() - logged; n == 0 {
+			if n := logs.FilterMessageSnippet("read error during body copy").Len() - logged; n == 0 {
 				t.Error("the upstream's reset was not logged")
 			}
-			for _, e := range logs.FilterMessageSnippet("ReverseProxy read error during body copy").All() {
+			for _, e := range logs.FilterMessageSnippet("read error during body copy").All() {
 				if e.Level != zapcore.WarnLevel {
 					t.Errorf("logged at %v, want warn: %s", e.Level, e.Message)
 				}

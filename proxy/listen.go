@@ -146,6 +146,10 @@ type tlsListener struct {
 	timeout   time.Duration
 	headLimit int
 	logf      func(format string, args ...any)
+	// http1 serves an HTTP/1.x connection after its handshake (the fast
+	// path), handing it to the server through deliver when it must; nil:
+	// every connection goes to the server.
+	http1 func(*tls.Conn)
 
 	ctx    context.Context // canceled by Close: ends handshakes in progress
 	cancel context.CancelFunc
@@ -154,9 +158,9 @@ type tlsListener struct {
 	err    error         // why, set before failed is closed
 }
 
-func newTLSListener(inner net.Listener, config *tls.Config, timeout time.Duration, headLimit int, logf func(string, ...any)) *tlsListener {
+func newTLSListener(inner net.Listener, config *tls.Config, timeout time.Duration, headLimit int, logf func(string, ...any), http1 func(*tls.Conn)) *tlsListener {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &tlsListener{inner: inner, config: config, timeout: timeout, headLimit: headLimit, logf: logf,
+	l := &tlsListener{inner: inner, config: config, timeout: timeout, headLimit: headLimit, logf: logf, http1: http1,
 		ctx: ctx, cancel: cancel, ready: make(chan net.Conn), failed: make(chan struct{})}
 	go l.acceptLoop()
 	return l
@@ -240,8 +244,17 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		tc.Close() // a tls-alpn-01 validation: the handshake was all of it
 		return
 	default:
+		if l.http1 != nil {
+			l.http1(tc)
+			return
+		}
 		c = &tlsSniffConn{sniffConn: &sniffConn{Conn: tc, frames: newFraming(l.headLimit)}, tls: tc}
 	}
+	l.deliver(c)
+}
+
+// deliver hands c to the server, or closes it if the listener is closed.
+func (l *tlsListener) deliver(c net.Conn) {
 	select {
 	case l.ready <- c:
 	case <-l.ctx.Done():

@@ -78,9 +78,17 @@ func (sm *siteMetrics) done(w *statusWriter, start time.Time, proxied bool) {
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http sends an empty 200
 	}
-	i := min(max(status/100-1, 0), len(codeClasses)-1)
-	sm.codes[i].Inc()
-	if proxied && !w.hijacked {
+	sm.observe(status, start, proxied && !w.hijacked)
+}
+
+// observe counts an answer with status and, when timed, records the time
+// since start. Status 0 means nothing was sent (the client went away before
+// its request was whole): no answer is counted.
+func (sm *siteMetrics) observe(status int, start time.Time, timed bool) {
+	if status > 0 {
+		sm.codes[min(max(status/100-1, 0), len(codeClasses)-1)].Inc()
+	}
+	if timed {
 		sm.duration.Observe(time.Since(start).Seconds())
 	}
 }

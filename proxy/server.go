@@ -38,7 +38,8 @@ type Server struct {
 	logger    *zap.Logger
 	certs     Certificates
 	transport *http.Transport
-	buffers   *bufferPool // body copy buffers, shared by every site
+	upConns   *upstreamConns // the HTTP/1.1 fast path's upstream connections
+	buffers   *bufferPool    // body copy buffers, shared by every site
 	router    atomic.Pointer[Router]
 
 	swapMu    sync.Mutex      // serialises Swap and RegisterMetrics
@@ -54,6 +55,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	servers  []*http.Server
+	fast     *fastServer        // nil until Start
+	stopFast context.CancelFunc // ends the fast path's dials and pool
 	httpLn   net.Listener
 	httpsLn  net.Listener
 	serveErr chan error
@@ -65,6 +68,7 @@ func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, e
 		logger:    logger,
 		certs:     certs,
 		transport: newTransport(),
+		upConns:   newUpstreamConns(),
 		buffers:   newBufferPool(),
 		httpAddr:  cfg.Listen.HTTP,
 		httpsAddr: cfg.Listen.HTTPS,
@@ -261,7 +265,11 @@ func (s *Server) Start() error {
 	// the listener hands over; the listener does the handshakes with its
 	// own copy.
 	https.TLSConfig = s.TLSConfig()
-	tl := newTLSListener(limit(ln), s.TLSConfig(), lim.headerTimeout, lim.headLimit(), httpsLog.Printf)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.fast, s.stopFast = newFastServer(ctx, s, lim, s.upConns), cancel
+	go s.upConns.run(ctx)
+	tl := newTLSListener(limit(ln), s.TLSConfig(), lim.headerTimeout, lim.headLimit(), httpsLog.Printf, s.fast.serve)
+	s.fast.handoff = tl.deliver
 	s.servers = append(s.servers, https)
 	go func() { s.serveErr <- https.Serve(tl) }()
 	if hl != nil {
@@ -384,12 +392,19 @@ func (s *Server) Addrs() (httpAddr, httpsAddr string) {
 // requests finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	servers := s.servers
+	servers, fast, stopFast := s.servers, s.fast, s.stopFast
 	s.mu.Unlock()
 	// Shut the servers down together: one at a time would keep accepting on
 	// the second listener while the first drains.
-	errs := make([]error, len(servers))
+	errs := make([]error, len(servers)+1)
 	var wg sync.WaitGroup
+	if fast != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[len(servers)] = fast.shutdown(ctx)
+		}()
+	}
 	for i, srv := range servers {
 		wg.Add(1)
 		go func() {
@@ -402,6 +417,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.transport.CloseIdleConnections()
+	if stopFast != nil {
+		stopFast() // closes the fast path's idle upstream connections
+	}
 	return errors.Join(errs...)
 }
 

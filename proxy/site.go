@@ -23,10 +23,13 @@ type Site struct {
 	pool     *Pool
 	proxy    *httputil.ReverseProxy
 	metrics  *siteMetrics // nil when metrics are off
+	trusted  trustedProxies
+	logger   *zap.Logger // with the site's name
 }
 
 func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.BufferPool, trusted trustedProxies, logger *zap.Logger, m *metrics) (*Site, error) {
-	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects()}
+	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted}
+	s.logger = logger.With(zap.String("site", s.name))
 	if m != nil {
 		s.metrics = m.forSite(s.name)
 	}
@@ -42,7 +45,7 @@ func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.Buffe
 		return nil, err
 	}
 	s.pool = pool
-	log := logger.With(zap.String("site", s.name))
+	log := s.logger
 	// ReverseProxy logs here what it cannot answer with an error status,
 	// such as an upstream that failed in the middle of a response body.
 	errLog, _ := zap.NewStdLogAt(log, zap.WarnLevel) // fails only for an unknown level

@@ -17,6 +17,9 @@ import (
 // failed dial, not a failed request.
 type Pool struct {
 	upstreams []*url.URL
+	// addrs are the upstreams' host:port for the HTTP/1.1 fast path; nil
+	// when one is not plain http (https goes through net/http).
+	addrs     []string
 	next      atomic.Uint64
 	transport http.RoundTripper
 }
@@ -29,6 +32,17 @@ func newPool(raw []string, transport http.RoundTripper) (*Pool, error) {
 			return nil, fmt.Errorf("upstream %q: %w", r, err)
 		}
 		p.upstreams = append(p.upstreams, u)
+	}
+	for _, u := range p.upstreams {
+		if u.Scheme != "http" || u.Host == "" {
+			p.addrs = nil
+			break
+		}
+		addr := u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+		p.addrs = append(p.addrs, addr)
 	}
 	return p, nil
 }

@@ -1,0 +1,511 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+)
+
+// The HTTP/1.1 fast path serves keep-alive HTTPS requests that a site
+// proxies to plain-HTTP upstreams without net/http: one goroutine per
+// client connection reads a request head, writes it to a pooled upstream
+// connection, reads the answer and relays it, with buffers reused across
+// requests. Profiles of the net/http server with httputil.ReverseProxy and
+// http.Transport showed about 70 µs of CPU per small request on this
+// hardware, spent in goroutine hand-offs (the Transport's read and write
+// loops, the server's background read), per-request allocations (headers,
+// request and response objects, contexts) and extra syscalls; this path
+// costs a fraction of that (see integration/bench/compare.sh).
+//
+// It is deliberately narrow. Any request it does not fully understand (see
+// head.go), a site that answers itself or has an https upstream, a host no
+// site serves, and every request that needs more than plain proxying
+// (websocket upgrades, Expect: 100-continue, chunked request bodies) make
+// it hand the connection, from that request on, to net/http: the bytes it
+// has read are replayed to net/http's server through the framing tracker,
+// so that path sees the connection exactly as if it had had it from the
+// start. Routing, X-Forwarded-* policy, hop-by-hop headers, HSTS, 502
+// answers, logs and metrics are the same on both paths.
+
+// Connection states, for Shutdown.
+const (
+	connActive int32 = iota // reading or answering a request
+	connIdle                // waiting for the next request
+	connClosed              // closed by Shutdown
+)
+
+// fastServer runs the fast path of one HTTPS listener.
+type fastServer struct {
+	s       *Server
+	lim     limits
+	up      *upstreamConns
+	handoff func(net.Conn) // gives a connection to net/http's server
+	ctx     context.Context
+
+	mu       sync.Mutex
+	conns    map[*fastConn]struct{}
+	shutting atomic.Bool
+
+	// requests proxied, and connections handed to net/http (for tests)
+	served, handedOff atomic.Int64
+
+	readers, writers sync.Pool
+}
+
+func newFastServer(ctx context.Context, s *Server, lim limits, up *upstreamConns) *fastServer {
+	f := &fastServer{s: s, lim: lim, up: up, ctx: ctx, conns: map[*fastConn]struct{}{}}
+	f.readers.New = func() any { return bufio.NewReaderSize(nil, 4<<10) }
+	f.writers.New = func() any { return bufio.NewWriterSize(nil, 4<<10) }
+	return f
+}
+
+// fastConn is one client connection on the fast path.
+type fastConn struct {
+	tc       *tls.Conn
+	state    atomic.Int32
+	upstream atomic.Pointer[upConn] // in use, for a forced close
+	remote   string                 // RemoteAddr
+	peerIP   string                 // its address, for X-Forwarded-For
+	sni      string
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	req      reqHead
+	resp     respHead
+}
+
+// serve is the life of an HTTP/1.x connection after its TLS handshake.
+func (f *fastServer) serve(tc *tls.Conn) {
+	c := &fastConn{tc: tc, remote: tc.RemoteAddr().String()}
+	if !f.track(c) {
+		tc.Close()
+		return
+	}
+	c.sni = tc.ConnectionState().ServerName
+	c.peerIP, _, _ = net.SplitHostPort(c.remote)
+	c.br, c.bw = f.readers.Get().(*bufio.Reader), f.writers.Get().(*bufio.Writer)
+	c.br.Reset(tc)
+	c.bw.Reset(tc)
+	handedOff := false
+	defer func() {
+		f.untrack(c)
+		if !handedOff {
+			tc.Close()
+		}
+		c.br.Reset(nil)
+		c.bw.Reset(nil)
+		f.readers.Put(c.br)
+		f.writers.Put(c.bw)
+	}()
+	wait := f.lim.headerTimeout // the first request is due at once
+	for {
+		tc.SetReadDeadline(time.Now().Add(wait))
+		c.state.Store(connIdle)
+		if _, err := c.br.Peek(1); err != nil {
+			return // closed, idle too long, or closed by Shutdown
+		}
+		if !c.state.CompareAndSwap(connIdle, connActive) {
+			return
+		}
+		tc.SetReadDeadline(time.Now().Add(f.lim.headerTimeout))
+		n, ok, err := c.readHead()
+		if err != nil {
+			return // a timeout or a broken connection: closed without an answer, as net/http does
+		}
+		var site *Site
+		if ok && c.req.parse(c.head(n)) {
+			site = f.route(c)
+		}
+		if site == nil {
+			handedOff = f.handOff(c)
+			return
+		}
+		tc.SetReadDeadline(time.Time{}) // as net/http: no deadline on bodies and answers
+		if !f.exchange(c, site, n) || f.shutting.Load() {
+			return
+		}
+		wait = f.lim.idleTimeout
+	}
+}
+
+// head returns the first n buffered bytes.
+func (c *fastConn) head(n int) []byte {
+	b, _ := c.br.Peek(n)
+	return b
+}
+
+// readHead waits until the buffer holds a whole request head and returns
+// its length, or ok false when the fast path does not take it (a head
+// larger than the buffer, or with bare LF line ends).
+func (c *fastConn) readHead() (n int, ok bool, err error) {
+	for {
+		b := c.head(c.br.Buffered())
+		n, odd := headLen(b)
+		switch {
+		case odd:
+			return 0, false, nil
+		case n > 0:
+			return n, true, nil
+		case len(b) == c.br.Size():
+			return 0, false, nil
+		}
+		if _, err := c.br.Peek(len(b) + 1); err != nil {
+			return 0, false, err
+		}
+	}
+}
+
+// route returns the site for the request, or nil when the fast path does
+// not serve it.
+func (f *fastServer) route(c *fastConn) *Site {
+	rt := f.s.router.Load()
+	// Lookup keeps no reference to the string, which aliases the read
+	// buffer only while this request is routed.
+	host := unsafe.String(&c.req.host[0], len(c.req.host))
+	site := rt.Lookup(host)
+	if site == nil && rt.onDemand != nil && strings.EqualFold(stripPort(host), c.sni) {
+		site = rt.onDemand
+	}
+	if site == nil || site.pool == nil || site.pool.addrs == nil {
+		return nil
+	}
+	return site
+}
+
+// handOff gives the connection to net/http's server from the request at
+// the front of the buffer on, and reports whether it was taken.
+func (f *fastServer) handOff(c *fastConn) bool {
+	c.tc.SetReadDeadline(time.Time{})
+	var pending []byte
+	if n := c.br.Buffered(); n > 0 {
+		pending = bytes.Clone(c.head(n))
+	}
+	f.untrack(c) // net/http's Shutdown drains it from now on
+	f.handedOff.Add(1)
+	rc := &replayConn{Conn: c.tc, pending: pending}
+	f.handoff(&tlsSniffConn{sniffConn: &sniffConn{Conn: rc, frames: newFraming(f.lim.headLimit())}, tls: c.tc})
+	return true
+}
+
+// replayConn is a connection whose first reads return bytes already read
+// from it.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite keeps net/http's half-close before closing.
+func (c *replayConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+func (f *fastServer) track(c *fastConn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.shutting.Load() {
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *fastServer) untrack(c *fastConn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+}
+
+// shutdown closes idle connections until every connection has finished
+// its request and closed, or ctx ends; then it closes the rest.
+func (f *fastServer) shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	f.shutting.Store(true)
+	f.mu.Unlock()
+	poll := time.Millisecond
+	for {
+		f.mu.Lock()
+		for c := range f.conns {
+			if c.state.CompareAndSwap(connIdle, connClosed) {
+				c.tc.Close()
+			}
+		}
+		n := len(f.conns)
+		f.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			f.mu.Lock()
+			for c := range f.conns {
+				c.tc.Close()
+				if uc := c.upstream.Load(); uc != nil {
+					uc.Close()
+				}
+			}
+			f.mu.Unlock()
+			return ctx.Err()
+		case <-t.C:
+		}
+		poll = min(2*poll, 500*time.Millisecond)
+	}
+}
+
+// exchange proxies the request whose head, n bytes, is at the front of the
+// read buffer, and reports whether the connection can carry another.
+func (f *fastServer) exchange(c *fastConn, site *Site, n int) bool {
+	f.served.Add(1)
+	var start time.Time
+	if site.metrics != nil {
+		start = time.Now()
+	}
+	status, keep := f.proxy(c, site, n)
+	if site.metrics != nil {
+		// before the last flush, so that a client that has its answer
+		// finds it counted
+		site.metrics.observe(status, start, true)
+	}
+	return c.bw.Flush() == nil && keep
+}
+
+// proxy sends the request to the site's upstreams and relays the answer,
+// leaving its end in the client's buffer. It returns the status sent (0
+// for none) and whether the client connection stays open.
+func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
+	h := &c.req
+	isHead := string(h.method) == "HEAD"
+	keep := !h.close
+	// A request without a body to an idempotent method can be sent again
+	// on a new connection when a pooled one turns out to have been closed
+	// by the upstream, as net/http's Transport does.
+	replayable := h.contentLength <= 0 && idempotent(h.method)
+	uc, reused, failures := f.connect(site.pool, !replayable)
+	if uc == nil {
+		site.logger.Error("every upstream is down", zap.Strings("upstreams", failures))
+		// the request body, if any, is unread: the connection ends
+		keep = keep && h.contentLength <= 0
+		c.br.Discard(n)
+		return f.sendError(c, site, 502, "502 Bad Gateway: no upstream of this site is reachable", keep), keep
+	}
+	c.upstream.Store(uc)
+	defer c.upstream.Store(nil)
+	var err error
+	for {
+		err = f.send(c, site, uc, n)
+		if err == nil {
+			break
+		}
+		uc.Close()
+		if !reused || !replayable || !c.resp.nothingRead {
+			break
+		}
+		// the pooled connection had been closed by the upstream while
+		// idle: once more, on a new one
+		reused = false
+		if uc, err = f.up.dial(f.ctx, uc.addr); err != nil {
+			break
+		}
+		c.upstream.Store(uc)
+	}
+	if h.contentLength <= 0 {
+		c.br.Discard(n) // send left the head for a second try
+	}
+	for err == nil && c.resp.status < 200 {
+		if c.resp.status == 101 {
+			uc.Close()
+			err = errors.New("101 Switching Protocols to a request that asked for no upgrade")
+			break
+		}
+		// informational answers (103 Early Hints) go on to the client;
+		// 100 Continue does not, as no Expect was sent
+		if c.resp.status != 100 {
+			writeResponseHead(c.bw, &c.resp, site, true, true)
+			if err := c.bw.Flush(); err != nil {
+				uc.Close()
+				return 0, false
+			}
+		}
+		if err = uc.readResponse(&c.resp, isHead); err != nil {
+			uc.Close()
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errClientBody) {
+			return 0, false // the client went away in the middle of its body
+		}
+		site.logger.Warn("upstream request failed", zap.ByteString("path", pathOf(h.uri)), zap.Error(err))
+		// a body may be left half read: then the connection ends
+		keep = keep && h.contentLength <= 0
+		return f.sendError(c, site, 502, "502 Bad Gateway: the upstream did not answer", keep), keep
+	}
+	r := &c.resp
+	keep = keep && !f.shutting.Load()
+	writeResponseHead(c.bw, r, site, false, keep)
+	var rerr, werr error
+	switch {
+	case r.bodyless:
+	case r.chunked:
+		rerr, werr = relayChunked(c.bw, uc.br)
+	case r.contentLength >= 0:
+		rerr, werr = pipe(c.bw, uc.br, r.contentLength)
+	default:
+		rerr, werr = pipeChunking(c.bw, uc.br)
+	}
+	switch {
+	case rerr != nil:
+		uc.Close()
+		site.logger.Warn("upstream read error during body copy", zap.ByteString("path", pathOf(h.uri)), zap.Error(rerr))
+		return r.status, false // the client sees the answer cut short
+	case werr != nil:
+		uc.Close()
+		return r.status, false
+	case r.close:
+		uc.Close()
+	default:
+		f.up.put(uc)
+	}
+	return r.status, keep
+}
+
+// send writes the request whose head, n bytes, is at the front of the
+// client's buffer to uc, with its body, and reads the response head. The
+// head stays in the buffer (n is not discarded) unless the request has a
+// body. A failure with nothing read back is marked in c.resp.nothingRead.
+func (f *fastServer) send(c *fastConn, site *Site, uc *upConn, n int) error {
+	h := &c.req
+	c.resp.nothingRead = false
+	writeRequestHead(uc.bw, h, c, site)
+	if h.contentLength > 0 {
+		c.br.Discard(n)
+		rerr, werr := pipe(uc.bw, c.br, h.contentLength)
+		if rerr != nil {
+			return fmt.Errorf("%w: %w", errClientBody, rerr)
+		}
+		if werr != nil {
+			return fmt.Errorf("send request body: %w", werr)
+		}
+	}
+	if err := uc.bw.Flush(); err != nil {
+		c.resp.nothingRead = true // a write to a connection the upstream closed
+		return fmt.Errorf("send request: %w", err)
+	}
+	return uc.readResponse(&c.resp, string(h.method) == "HEAD")
+}
+
+// errClientBody marks a request body the client did not send whole.
+var errClientBody = errors.New("client request body")
+
+// connect returns a connection to the next upstream of p in turn (reused
+// when it comes from the pool), moving on when a dial fails, or nil and
+// why each failed. checkIdle makes it make sure a pooled connection is
+// still open, for a request that could not be sent again if it was not.
+func (f *fastServer) connect(p *Pool, checkIdle bool) (*upConn, bool, []string) {
+	count := uint64(len(p.addrs))
+	start := p.next.Add(1)
+	var failures []string
+	for i := uint64(0); i < count; i++ {
+		addr := p.addrs[(start+i)%count]
+		uc, reused, err := f.up.get(f.ctx, addr)
+		for err == nil && reused && checkIdle && !stillOpen(uc.Conn) {
+			uc.Close()
+			uc, reused, err = f.up.get(f.ctx, addr)
+		}
+		if err == nil {
+			return uc, reused, nil
+		}
+		failures = append(failures, p.upstreams[(start+i)%count].Redacted()+": "+dialReason(err))
+	}
+	return nil, false, failures
+}
+
+// sendError answers with a short text error, as http.Error does (into
+// the buffer, which exchange flushes).
+func (f *fastServer) sendError(c *fastConn, site *Site, code int, msg string, keep bool) int {
+	w := c.bw
+	w.WriteString("HTTP/1.1 ")
+	w.Write(appendInt(w.AvailableBuffer(), int64(code)))
+	w.WriteString(" ")
+	w.WriteString(http.StatusText(code))
+	w.WriteString("\r\n")
+	if site.hsts != "" {
+		w.WriteString("Strict-Transport-Security: ")
+		w.WriteString(site.hsts)
+		w.WriteString("\r\n")
+	}
+	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ")
+	w.Write(appendInt(w.AvailableBuffer(), int64(len(msg)+1)))
+	if !keep {
+		w.WriteString("\r\nConnection: close")
+	}
+	w.WriteString("\r\n\r\n")
+	w.WriteString(msg)
+	w.WriteString("\n")
+	return code
+}
+
+// idempotent reports whether a request to method may be sent twice.
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// pathOf is the path of a request target, for logs (the query may hold
+// secrets).
+func pathOf(uri []byte) []byte {
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		return uri[:i]
+	}
+	return uri
+}
+
+// appendInt appends n in decimal.
+func appendInt(b []byte, n int64) []byte {
+	if n == 0 {
+		return append(b, '0')
+	}
+	var d [20]byte
+	i := len(d)
+	for ; n > 0; n /= 10 {
+		i--
+		d[i] = byte('0' + n%10)
+	}
+	return append(b, d[i:]...)
+}
+
+// appendHex appends n in lower-case hex, for chunk sizes.
+func appendHex(b []byte, n int64) []byte {
+	const hexDigits = "0123456789abcdef"
+	if n == 0 {
+		return append(b, '0')
+	}
+	var d [16]byte
+	i := len(d)
+	for ; n > 0; n >>= 4 {
+		i--
+		d[i] = hexDigits[n&15]
+	}
+	return append(b, d[i:]...)
+}
