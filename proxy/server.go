@@ -37,9 +37,10 @@ type Certificates interface {
 type Server struct {
 	logger    *zap.Logger
 	certs     Certificates
-	transport *http.Transport
-	upConns   *upstreamConns // the HTTP/1.1 fast path's upstream connections
-	buffers   *bufferPool    // body copy buffers, shared by every site
+	transport *http.Transport // for what leanTransport leaves to it
+	upConns   *upstreamConns  // pooled upstream connections of every path
+	lean      *leanTransport  // the upstream transport of the net/http paths
+	buffers   *bufferPool     // body copy buffers, shared by every site
 	router    atomic.Pointer[Router]
 
 	swapMu    sync.Mutex      // serialises Swap and RegisterMetrics
@@ -75,6 +76,7 @@ func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, e
 		listen:    cfg.Listen,
 		serveErr:  make(chan error, 2),
 	}
+	s.lean = &leanTransport{up: s.upConns, fallback: s.transport}
 	if err := s.Swap(cfg); err != nil {
 		return nil, err
 	}
@@ -173,7 +175,7 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 	}
 	for _, sc := range cfg.Sites {
 		names[sc.Hosts[0]] = true // a site's name, as newSite gives it
-		site, err := newSite(sc, s.transport, s.buffers, trusted, s.logger, s.metrics)
+		site, err := newSite(sc, s.lean, s.buffers, trusted, s.logger, s.metrics)
 		if err != nil {
 			return nil, names, fmt.Errorf("site %s: %w", sc.Hosts[0], err)
 		}
@@ -182,7 +184,7 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 		}
 	}
 	if od := cfg.OnDemand; od != nil {
-		site, err := newSite(config.Site{Hosts: []string{"on-demand"}, Upstreams: od.Upstreams}, s.transport, s.buffers, trusted, s.logger, s.metrics)
+		site, err := newSite(config.Site{Hosts: []string{"on-demand"}, Upstreams: od.Upstreams}, s.lean, s.buffers, trusted, s.logger, s.metrics)
 		if err != nil {
 			return nil, names, fmt.Errorf("on_demand: %w", err)
 		}

@@ -1,0 +1,359 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync"
+)
+
+// leanTransport is the upstream RoundTripper of the net/http paths (HTTP/2
+// clients, and HTTP/1.x connections the fast path handed over): a request
+// it can send plainly goes over the fast path's pooled upstream
+// connections, written and read on the caller's goroutine. http.Transport
+// runs two goroutines per upstream connection and passes every request
+// and response between them; under HTTP/2 load (128 streams at once) they
+// cost about a third of the CPU per request and several MiB of stacks and
+// buffers.
+//
+// What it does not do itself goes to http.Transport, which is proven for
+// it: https upstreams, protocol upgrades (websockets), Expect:
+// 100-continue, and request bodies of unknown length.
+type leanTransport struct {
+	up       *upstreamConns
+	fallback http.RoundTripper
+}
+
+func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "http" || req.ContentLength < 0 || req.Method == http.MethodConnect ||
+		req.Header["Upgrade"] != nil || req.Header["Expect"] != nil {
+		return t.fallback.RoundTrip(req)
+	}
+	res, err := t.roundTrip(req)
+	if req.Body != nil {
+		req.Body.Close() // a RoundTripper always closes the body
+	}
+	return res, err
+}
+
+func (t *leanTransport) roundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	addr := req.URL.Host
+	if req.URL.Port() == "" {
+		addr += ":80"
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength > 0
+	replayable := !hasBody && idempotent([]byte(req.Method))
+	uc, reused, err := t.up.get(ctx, addr)
+	for err == nil && reused && !replayable && !stillOpen(uc.Conn) {
+		uc.Close()
+		uc, reused, err = t.up.get(ctx, addr)
+	}
+	if err != nil {
+		return nil, err // a *net.OpError "dial": Pool moves to the next upstream
+	}
+	r := &respHead{}
+	for {
+		// a canceled request (the client went away) ends its connection
+		stop := context.AfterFunc(ctx, func() { uc.Close() })
+		err = t.send(uc, req, r, hasBody)
+		if err == nil {
+			return t.response(req, uc, r, stop)
+		}
+		stop()
+		uc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !reused || !replayable || !r.nothingRead {
+			return nil, err
+		}
+		// the pooled connection had been closed by the upstream while
+		// idle: once more, on a new one
+		if uc, err = t.up.dial(ctx, addr); err != nil {
+			return nil, err
+		}
+		reused = false
+	}
+}
+
+// send writes req to uc and reads the first response head that is not
+// 100 Continue; other informational answers go to the request's
+// httptrace Got1xxResponse, where ReverseProxy passes them on.
+func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody bool) error {
+	w := uc.bw
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	for name, values := range req.Header {
+		if name == "Host" || name == "Content-Length" || name == "Transfer-Encoding" || name == "Connection" {
+			continue
+		}
+		for _, v := range values {
+			if !fieldValue([]byte(v)) {
+				return fmt.Errorf("header %s: control character in the value", name)
+			}
+			w.WriteString(name)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+	switch {
+	case hasBody:
+		w.WriteString("Content-Length: ")
+		w.Write(appendInt(w.AvailableBuffer(), req.ContentLength))
+		w.WriteString("\r\n")
+	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+		w.WriteString("Content-Length: 0\r\n") // as http.Transport does
+	}
+	w.WriteString("\r\n")
+	if hasBody {
+		if n, err := io.CopyN(w, req.Body, req.ContentLength); err != nil {
+			return fmt.Errorf("send request body (%d of %d bytes): %w", n, req.ContentLength, err)
+		}
+	}
+	r.nothingRead = false
+	if err := w.Flush(); err != nil {
+		r.nothingRead = true
+		return fmt.Errorf("send request: %w", err)
+	}
+	isHead := req.Method == http.MethodHead
+	for {
+		if err := uc.readResponse(r, isHead); err != nil {
+			return err
+		}
+		switch {
+		case r.status >= 200:
+			return nil
+		case r.status == 101:
+			return errors.New("101 Switching Protocols to a request that asked for no upgrade")
+		case r.status != 100:
+			if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+				if err := trace.Got1xxResponse(r.status, textproto.MIMEHeader(r.header(false))); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// header returns r's header lines as an http.Header; Transfer-Encoding is
+// left out (the body is decoded) and, with trailers, Trailer too.
+func (r *respHead) header(chunked bool) http.Header {
+	h := make(http.Header, len(r.fields))
+	for _, f := range r.fields {
+		if f.kind == hkTransferEncoding || (f.kind == hkContentLength && chunked) {
+			continue
+		}
+		key := textproto.CanonicalMIMEHeaderKey(string(f.name))
+		h[key] = append(h[key], string(f.value))
+	}
+	return h
+}
+
+// response builds the http.Response for the head in r; its body reads the
+// rest from uc, which goes back to the pool once the body is read whole.
+func (t *leanTransport) response(req *http.Request, uc *upConn, r *respHead, stop func() bool) (*http.Response, error) {
+	res := &http.Response{
+		Status:        string(r.line),
+		StatusCode:    r.status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        r.header(r.chunked),
+		ContentLength: r.contentLength,
+		Close:         r.close,
+		Request:       req,
+	}
+	b := &leanBody{t: t, uc: uc, stop: stop, reuse: !r.close, remain: r.contentLength}
+	switch {
+	case r.bodyless:
+		b.finish()
+		res.Body = http.NoBody
+		if req.Method != http.MethodHead {
+			res.ContentLength = 0
+		}
+		return res, nil
+	case r.chunked:
+		res.TransferEncoding = []string{"chunked"}
+		res.ContentLength = -1
+		b.chunked, b.remain = true, 0
+		for _, v := range res.Header["Trailer"] {
+			for _, name := range splitList(v) {
+				if res.Trailer == nil {
+					res.Trailer = http.Header{}
+				}
+				res.Trailer[textproto.CanonicalMIMEHeaderKey(name)] = nil
+			}
+		}
+		b.trailer = res.Trailer
+	case r.contentLength < 0:
+		b.untilEOF = true
+	}
+	res.Body = b
+	return res, nil
+}
+
+// splitList splits a comma-separated header value into trimmed items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// leanBody reads a response body from its upstream connection: remain
+// bytes, chunks, or until the upstream closes.
+type leanBody struct {
+	t     *leanTransport
+	uc    *upConn
+	stop  func() bool // unregisters the request's cancel hook
+	reuse bool        // the connection may serve another request once done
+
+	remain   int64 // bytes left of the body, or of the current chunk
+	chunked  bool
+	started  bool // a chunk was read: its CRLF comes before the next size
+	untilEOF bool
+	trailer  http.Header
+
+	mu   sync.Mutex // Close may come from another goroutine than Read
+	done bool       // the body was read whole, or closed
+	err  error
+}
+
+func (b *leanBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.done {
+		return 0, io.EOF
+	}
+	br := b.uc.br
+	if b.chunked && b.remain == 0 {
+		if err := b.nextChunk(br); err != nil {
+			return 0, b.fail(err)
+		}
+		if b.done {
+			return 0, io.EOF
+		}
+	}
+	if !b.untilEOF && int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := br.Read(p)
+	if !b.untilEOF {
+		b.remain -= int64(n)
+	}
+	switch {
+	case b.untilEOF && err == io.EOF:
+		b.reuse = false
+		b.finish()
+		return n, io.EOF
+	case err != nil:
+		return n, b.fail(chunkErr(err))
+	case !b.chunked && !b.untilEOF && b.remain == 0:
+		b.finish()
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// nextChunk reads the next chunk-size line (and, after the last chunk,
+// the trailers).
+func (b *leanBody) nextChunk(br *bufio.Reader) error {
+	if b.started {
+		end, err := br.ReadSlice('\n')
+		if err != nil {
+			return chunkErr(err)
+		}
+		if len(trimEOL(end)) != 0 {
+			return errors.New("chunk data longer than its size")
+		}
+	}
+	b.started = true
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return chunkErr(err)
+	}
+	size, ok := chunkSize(trimEOL(line))
+	if !ok {
+		return fmt.Errorf("bad chunk size line %q", line)
+	}
+	if size > 0 {
+		b.remain = size
+		return nil
+	}
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return chunkErr(err)
+		}
+		t := trimEOL(line)
+		if len(t) == 0 {
+			break
+		}
+		colon := 0
+		for colon < len(t) && t[colon] != ':' {
+			colon++
+		}
+		if colon == 0 || colon == len(t) || !isToken(t[:colon]) || !fieldValue(t[colon+1:]) {
+			return fmt.Errorf("bad trailer line %q", t)
+		}
+		if b.trailer != nil {
+			key := textproto.CanonicalMIMEHeaderKey(string(t[:colon]))
+			b.trailer[key] = append(b.trailer[key], string(trimSP(t[colon+1:])))
+		}
+	}
+	b.finish()
+	return nil
+}
+
+// finish gives the connection back to the pool if it can serve again.
+func (b *leanBody) finish() {
+	b.done = true
+	if b.stop() && b.reuse {
+		b.t.up.put(b.uc)
+		return
+	}
+	b.uc.Close()
+}
+
+func (b *leanBody) fail(err error) error {
+	b.err = err
+	b.done = true
+	b.stop()
+	b.uc.Close()
+	return err
+}
+
+// Close ends the body; a body not read whole ends its connection.
+func (b *leanBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.done {
+		b.done = true
+		b.err = errors.New("response body closed")
+		b.stop()
+		b.uc.Close()
+	}
+	return nil
+}
