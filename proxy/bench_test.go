@@ -30,8 +30,9 @@ import (
 // requests to a site whose upstream, on loopback, answers 1 KiB.
 //
 // The client and the upstream are written by hand so that they allocate
-// nothing per request: allocs/op and B/op are the proxy's own (TLS server
-// conn, net/http server, ReverseProxy, upstream Transport). ns/op includes
+// nothing per request: allocs/op and B/op beyond "baseline-no-proxy"'s
+// are the proxy's own (TLS server conn, the HTTP/1.1 fast path and its
+// upstream connection; none since the fast path). ns/op includes
 // the client and the upstream, which share the machine's cores with the
 // proxy; "baseline-no-proxy" is the same client talking TLS straight to the
 // same upstream, for the part of ns/op that is not the proxy.
