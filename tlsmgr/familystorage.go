@@ -58,8 +58,15 @@ func (s *familyStorage) Store(ctx context.Context, key string, value []byte) err
 
 func (s *familyStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	mapped := s.mapKey(key)
+	sr := siteReadsFrom(ctx)
 	if stem, ext, ok := s.siteFile(mapped); ok {
+		if sr != nil {
+			return sr.load(ctx, s, stem, ext)
+		}
 		return s.loadSite(ctx, stem, ext)
+	}
+	if sr != nil && sr.noStaple(mapped) {
+		return nil, errNoStaple
 	}
 	return s.Storage.Load(ctx, mapped)
 }

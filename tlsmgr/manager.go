@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -58,6 +57,7 @@ type Manager struct {
 	ledger   *ledger
 	sched    *scheduler
 	index    *certIndex
+	loader   *storeLoader
 	slots    orderSlots
 
 	defaultSNI atomic.Pointer[string]     // [listen] default_sni, for hellos without SNI
@@ -114,6 +114,7 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		index:    newCertIndex(),
 		slots:    orderSlots{storage: storage, n: cfg.Renewal.MaxConcurrent},
 	}
+	m.loader = newStoreLoader(m)
 	m.ledger = newLedger(storage, durations(cfg.Renewal.Backoff))
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   m.configForCert,
@@ -396,6 +397,10 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 			removed = append(removed, n)
 		}
 	}
+	// pending before managed: a handshake for a new name loads it if the
+	// bulk load below has not yet
+	m.loader.forget(removed)
+	m.loader.add(added)
 	m.names = want
 	m.mu.Unlock()
 
@@ -413,33 +418,14 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	added = append(added, m.loadOnDemandNames(ctx)...)
 	if len(added) > 0 {
 		slices.Sort(added)
-		m.loadFromStorage(ctx, added)
+		start := time.Now()
+		m.logger.Info("loading stored certificates; until a name is loaded, its first handshake loads it",
+			zap.Int("names", len(added)), zap.Int("workers", m.loader.workers()))
+		m.loader.loadAll(ctx, added)
 		m.refresh(added...)
-		m.logger.Info("names managed", zap.Strings("names", added))
+		m.logger.Info("names managed", zap.Strings("names", added), zap.Duration("load_took", time.Since(start)))
 		m.sched.kick()
 	}
-}
-
-// loadFromStorage caches every stored certificate of names, a few at a time.
-func (m *Manager) loadFromStorage(ctx context.Context, names []string) {
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for _, n := range names {
-		for _, f := range m.familiesFor(n) {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				if _, err := f.cfg.CacheManagedCertificate(lctx, n); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					m.logger.Warn("could not load certificate from storage; will retry",
-						zap.String("name", n), zap.String("key_type", f.keyType), zap.Error(err))
-				}
-			}()
-		}
-	}
-	wg.Wait()
 }
 
 // managed reports whether name is in the config.
@@ -500,6 +486,15 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			// (time proportional to the cache, under its lock), which a
 			// flood of random server names could use to load the server.
 			return nil, errNoCertificate
+		}
+		// a managed name whose stored certificates the start-up (or
+		// reload) has not loaded yet: load them now
+		if m.loader.loadForHandshake(hello, name) {
+			if p := m.index.get(name); p != nil {
+				if c, ok := p.choose(hello, time.Now()); ok {
+					return c, nil
+				}
+			}
 		}
 	}
 	return m.families[0].cfg.GetCertificate(hello)

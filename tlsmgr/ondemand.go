@@ -199,6 +199,7 @@ func (m *Manager) loadOnDemandNames(ctx context.Context) []string {
 		m.nameVar[name] = od.v
 		names = append(names, name)
 	}
+	m.loader.add(names)
 	m.mu.Unlock()
 	return names
 }

@@ -226,10 +226,13 @@ func (s *scheduler) consider(ctx context.Context, name string, f *family) {
 		return
 	}
 	cert, have := s.m.cached(f, name)
-	if !have {
+	if !have && s.m.loader.load(ctx, name) {
+		// still pending from Apply: loaded now (or by whoever was at it)
+		cert, have = s.m.cached(f, name)
+	} else if !have {
 		// maybe another instance (or an earlier load that failed) has it
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, err := f.cfg.CacheManagedCertificate(lctx, name)
+		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		c, err := f.cfg.CacheManagedCertificate(withSiteReads(lctx), name)
 		cancel()
 		if err == nil {
 			cert, have = c, true

@@ -36,3 +36,6 @@ type pinger interface {
 type closer interface {
 	Close() error
 }
+
+// the Redis backend reads a certificate's files in one round trip
+var _ batchLoader = (*redisstorage.Storage)(nil)

@@ -2,8 +2,11 @@
 # Measures Portico's start-up with N certificates already in storage (an RSA
 # and an ECDSA certificate per name, from the local CA), for the file and the
 # Redis backend, and its memory per cached certificate. Prints one table per
-# run and a summary. Not part of `make test` (about a minute per run at
-# N=10000; several at N=100000).
+# run and a summary: when every stored name is servable ("all servable"; a
+# name the start-up load has not reached is loaded by its first handshake),
+# how long such first handshakes take, when everything is loaded ("names
+# managed"), and RSS per certificate beyond its own bytes. Not part of
+# `make test` (about a minute per run at N=10000; several at N=100000).
 #   integration/bench/scale.sh            # N=10000, file and redis
 #   FULL=1 integration/bench/scale.sh     # also N=100000
 #   NS="1000 5000" BACKENDS=file integration/bench/scale.sh
@@ -11,6 +14,8 @@
 #   SCALE_FLAGS="-steady 135s -profile /tmp/scale-prof"  # live heap after the
 #   runtime's forced GC (+2.3 min per run), CPU and heap profiles of an
 #   in-process load.
+#   SCALE_FLAGS=-pairs  # store certificates as Portico writes them (with a
+#   .pair value each); by default the older layout without pairs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

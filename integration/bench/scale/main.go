@@ -8,6 +8,13 @@
 // certificates-<keytype>/local/<name>/ — then starts the portico binary with
 // one site holding all N names and measures:
 //
+//   - the time until every stored name is servable: the log line "loading
+//     stored certificates" (from then on, a name the start-up load has not
+//     reached yet is loaded by its first handshake), checked by polling the
+//     last name from the start,
+//   - how long those first handshakes take: names from the end of the list
+//     (the start-up load goes in order) are asked for right after that line,
+//     and only handshakes that ended before "names managed" count,
 //   - the time to the log line "names managed" (every stored certificate is
 //     in the cache), and the CPU time Portico (and redis-server) used until
 //     then, which depends less on what else the machine runs,
@@ -58,6 +65,8 @@ func main() {
 		redisPID  = flag.Int("redis-pid", 0, "redis-server's pid, to report the CPU time it spends on Portico's start-up")
 		samples   = flag.Int("sample", 200, "random names to check after start")
 		fresh     = flag.Int("first", 10, "names not used yet whose first handshake is timed")
+		lazy      = flag.Int("lazy", 20, "names not loaded yet whose first handshake is timed during the start-up load")
+		pairs     = flag.Bool("pairs", false, "store each certificate with its key as one .pair value too, as Portico writes them (default: the older layout, .key, .crt and .json only)")
 		workers   = flag.Int("workers", 16, "concurrent writers while populating")
 		timeout   = flag.Duration("timeout", 10*time.Minute, "give up on Portico's start-up after this long")
 		results   = flag.String("results", "", "append this run's table row to this file (TSV)")
@@ -101,7 +110,7 @@ func main() {
 		fatal(err)
 	}
 	r := &run{n: *n, backend: *backend, portico: portico, redisURL: *redisURL,
-		samples: *samples, fresh: *fresh, workers: *workers, timeout: *timeout,
+		samples: *samples, fresh: *fresh, lazy: *lazy, pairs: *pairs, workers: *workers, timeout: *timeout,
 		steady: *steady, redisPID: *redisPID, poll: *poll}
 	if *profile != "" {
 		r.profileDir = filepath.Join(*profile, fmt.Sprintf("%s-%d", *backend, *n))
@@ -144,6 +153,8 @@ type run struct {
 	redisURL string
 	samples  int
 	fresh    int
+	lazy     int
+	pairs    bool
 	workers  int
 	timeout  time.Duration
 	dir      string
@@ -162,7 +173,10 @@ type run struct {
 	baseStats        map[string]float64
 
 	// the measured start
+	servable                          time.Duration // the "loading stored certificates" line
 	managed, lastServed, sampleServed time.Duration
+	lazies                            []time.Duration // first handshakes that loaded their name
+	lazyLate                          int             // lazy handshakes that ended after "names managed"
 	rss, hwm, rssManaged              int64
 	stats                             map[string]float64
 	idleAt, busyAfterSample           time.Duration
@@ -187,7 +201,7 @@ func (r *run) main() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "%s N=%d: populating %d certificates in %v\n", r.backend, r.n, 2*r.n, st)
-	r.pop, err = populate(ctx, st, names, r.workers)
+	r.pop, err = populate(ctx, st, names, r.workers, r.pairs)
 	if c, ok := st.(interface{ Close() error }); ok {
 		c.Close()
 	}

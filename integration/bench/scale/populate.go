@@ -62,7 +62,7 @@ func familyKey(key, keyType string) string {
 
 // populate stores, for each name, an RSA-2048 and an ECDSA P-256 certificate
 // signed by a new local root, laid out as Portico's local CA would leave them.
-func populate(ctx context.Context, st certmagic.Storage, names []string, workers int) (*populated, error) {
+func populate(ctx context.Context, st certmagic.Storage, names []string, workers int, pairs bool) (*populated, error) {
 	start := time.Now()
 	// the local CA's own root, made and stored as Portico makes it
 	ca := tlsmgr.NewLocalCA(st)
@@ -109,7 +109,7 @@ func populate(ctx context.Context, st certmagic.Storage, names []string, workers
 			defer wg.Done()
 			for name := range jobs {
 				for _, f := range fams {
-					n, err := storeLeaf(ctx, st, ca, f, name)
+					n, err := storeLeaf(ctx, st, ca, f, name, pairs)
 					if err != nil {
 						errOnce.Do(func() { firstErr = fmt.Errorf("%s %s: %w", name, f.keyType, err); cancel() })
 						continue
@@ -138,12 +138,31 @@ func populate(ctx context.Context, st certmagic.Storage, names []string, workers
 	return &populated{root: root, ownBytes: own.Load(), certs: 2 * int(done.Load()), elapsed: time.Since(start)}, nil
 }
 
+// pairRecord is tlsmgr's .pair value (tlsmgr/pairs.go): the certificate and
+// its key, written as one value.
+type pairRecord struct {
+	Cert []byte `json:"certificate_pem"`
+	Key  []byte `json:"private_key_pem"`
+}
+
 // storeLeaf signs and stores one certificate as certmagic's saveCertResource
-// does (key, certificate, metadata) and returns its own bytes.
-func storeLeaf(ctx context.Context, st certmagic.Storage, ca *tlsmgr.LocalCA, f *family, name string) (int, error) {
+// does (key, certificate, metadata), with the .pair Portico adds when pairs
+// is set, and returns its own bytes.
+func storeLeaf(ctx context.Context, st certmagic.Storage, ca *tlsmgr.LocalCA, f *family, name string, pairs bool) (int, error) {
 	der, err := ca.SignLeaf(ctx, name, []string{name}, nil, f.key.Public())
 	if err != nil {
 		return 0, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if pairs {
+		rec, err := json.Marshal(pairRecord{Cert: certPEM, Key: f.keyPEM})
+		if err != nil {
+			return 0, err
+		}
+		key := strings.TrimSuffix(familyKey(certmagic.StorageKeys.SiteCert(issuerKey, name), f.keyType), ".crt") + ".pair"
+		if err := st.Store(ctx, key, rec); err != nil {
+			return 0, err
+		}
 	}
 	meta, err := json.MarshalIndent(certmagic.CertificateResource{
 		SANs:       []string{name},
@@ -157,7 +176,7 @@ func storeLeaf(ctx context.Context, st certmagic.Storage, ca *tlsmgr.LocalCA, f 
 		value []byte
 	}{
 		{certmagic.StorageKeys.SitePrivateKey(issuerKey, name), f.keyPEM},
-		{certmagic.StorageKeys.SiteCert(issuerKey, name), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
+		{certmagic.StorageKeys.SiteCert(issuerKey, name), certPEM},
 		{certmagic.StorageKeys.SiteMeta(issuerKey, name), meta},
 	} {
 		if err := st.Store(ctx, familyKey(kv.key, f.keyType), kv.value); err != nil {

@@ -151,17 +151,29 @@ func shorten(s string, n int) string {
 	return s[:n] + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
-// waitFor waits for the first log line with msg.
-func (in *instance) waitFor(msg string, timeout time.Duration) (logEvent, error) {
+// waitFor waits for the first log line with msg, or with one of the
+// alternatives (the first of them logged; ev.msg says which).
+func (in *instance) waitFor(msg string, timeout time.Duration, or ...string) (logEvent, error) {
 	deadline := time.After(timeout)
+	msgs := append([]string{msg}, or...)
+	first := func() (logEvent, bool) {
+		var best logEvent
+		found := false
+		for _, m := range msgs {
+			if ev, ok := in.event(m); ok && (!found || ev.at < best.at) {
+				best, found = ev, true
+			}
+		}
+		return best, found
+	}
 	for {
-		if ev, ok := in.event(msg); ok {
+		if ev, ok := first(); ok {
 			return ev, nil
 		}
 		select {
 		case <-in.notify:
 		case <-in.exited:
-			if ev, ok := in.event(msg); ok {
+			if ev, ok := first(); ok {
 				return ev, nil
 			}
 			return logEvent{}, fmt.Errorf("portico exited before logging %q", msg)
@@ -280,7 +292,7 @@ func (in *instance) goMemStats() map[string]float64 {
 		}
 		switch f[0] {
 		case "go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_sys_bytes", "go_goroutines",
-			"go_memstats_last_gc_time_seconds":
+			"go_memstats_last_gc_time_seconds", "go_memstats_next_gc_bytes":
 			v, _ := strconv.ParseFloat(f[1], 64)
 			out[f[0]] = v
 		}

@@ -546,3 +546,35 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		<-tick.C
 	}
 }
+
+// TestLoadMany: a batched read returns what single reads return, with
+// fs.ErrNotExist for missing keys, and an error when it cannot ask.
+func TestLoadMany(t *testing.T) {
+	srv := redisserver.Start(t)
+	s := newStorage(t, srv, redisstorage.Options{Prefix: "many"})
+	ctx := context.Background()
+	for k, v := range map[string]string{"a/b.crt": "cert", "a/b.json": "{}", "a/empty": ""} {
+		if err := s.Store(ctx, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := []string{"a/b.crt", "a/missing", "a/b.json", "a/empty", "a"}
+	values, errs := s.LoadMany(ctx, keys)
+	if len(values) != len(keys) || len(errs) != len(keys) {
+		t.Fatalf("%d values and %d errors for %d keys", len(values), len(errs), len(keys))
+	}
+	for i, k := range keys {
+		v, err := s.Load(ctx, k)
+		if string(v) != string(values[i]) || errors.Is(err, fs.ErrNotExist) != errors.Is(errs[i], fs.ErrNotExist) || (err == nil) != (errs[i] == nil) {
+			t.Errorf("%s: LoadMany gave %q, %v; Load gives %q, %v", k, values[i], errs[i], v, err)
+		}
+	}
+	if !errors.Is(errs[1], fs.ErrNotExist) {
+		t.Errorf("missing key: %v", errs[1])
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, errs := s.LoadMany(cancelled, keys[:1]); errs[0] == nil {
+		t.Error("a cancelled batch reported no error")
+	}
+}

@@ -262,6 +262,36 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	return v, nil
 }
 
+// LoadMany reads several keys in one round trip (a pipeline): values[i]
+// and errs[i] are what Load(keys[i]) returns, a missing key's error
+// satisfying errors.Is(err, fs.ErrNotExist). The reads are not one
+// snapshot: a Store between them may be seen by some and not others, as
+// with consecutive Loads.
+func (s *Storage) LoadMany(ctx context.Context, keys []string) (values [][]byte, errs []error) {
+	values, errs = make([][]byte, len(keys)), make([]error, len(keys))
+	cmds := make([]*redis.StringCmd, len(keys))
+	_, perr := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.HGet(ctx, s.valueKey(normalize(k)), fieldValue)
+		}
+		return nil
+	})
+	for i, k := range keys {
+		v, err := cmds[i].Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+			errs[i] = fmt.Errorf("redis load %q: %w", k, fs.ErrNotExist)
+		case err != nil:
+			errs[i] = fmt.Errorf("redis load %q: %w", k, err)
+		case perr != nil && !errors.Is(perr, redis.Nil):
+			errs[i] = fmt.Errorf("redis load %q: %w", k, perr)
+		default:
+			values[i] = v
+		}
+	}
+	return values, errs
+}
+
 // Delete removes key and, if it is a directory, everything below it,
 // atomically. Directories left empty are removed as well, as a directory
 // only exists while it has descendants. Deleting a missing key is not an
