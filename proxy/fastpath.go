@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -133,10 +134,22 @@ func (f *fastServer) serve(tc *tls.Conn) {
 		}
 		tc.SetReadDeadline(time.Time{}) // as net/http: no deadline on bodies and answers
 		if !f.exchange(c, site, n) || f.shutting.Load() {
+			c.closeGently()
 			return
 		}
 		wait = f.lim.idleTimeout
 	}
+}
+
+// closeGently ends the connection after an answer: the write side first,
+// then a wait (at most half a second) for the client to close its own, so
+// that request bytes still unread in the kernel do not turn the close into
+// a reset that destroys the answer in flight. net/http waits the same way.
+func (c *fastConn) closeGently() {
+	c.tc.CloseWrite() // close_notify
+	closeWrite(c.tc.NetConn())
+	c.tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	c.br.WriteTo(io.Discard)
 }
 
 // head returns the first n buffered bytes.
