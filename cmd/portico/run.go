@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -26,16 +25,6 @@ import (
 
 // drainTimeout bounds how long SIGTERM waits for in-flight requests.
 const drainTimeout = 30 * time.Second
-
-// gcPercent is the garbage collector's target (GOGC) when the environment
-// sets none. Portico's heap is mostly long-lived certificates (about 7 KB
-// each once parsed) and its request paths allocate little, so collecting
-// after 25% of growth instead of Go's 100% keeps resident memory near the
-// live heap: 8.5 KiB per cached certificate beyond its own bytes at 10,000
-// certificates, against 15 KiB (integration/bench/scale.sh), for about a
-// quarter more CPU while certificates load. GOGC=100 in the environment
-// trades the memory back for that CPU.
-const gcPercent = 25
 
 func newLogger(format string, w io.Writer) (*zap.Logger, error) {
 	var enc zapcore.Encoder
@@ -87,9 +76,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		logger.Warn("config warning", zap.String("warning", w))
 	}
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(gcPercent)
-	}
+	memCtx, stopTuning := context.WithCancel(context.Background())
+	defer stopTuning()
+	go tuneMemory(memCtx)
 	a := &app{path: c.config, logger: logger, cfg: cfg}
 	if err := a.start(); err != nil {
 		logger.Error("cannot start", zap.Error(err))
