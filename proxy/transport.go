@@ -102,6 +102,9 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 		if name == "Host" || name == "Content-Length" || name == "Transfer-Encoding" || name == "Connection" {
 			continue
 		}
+		if name == "User-Agent" && len(values) == 1 && values[0] == "" {
+			continue // ReverseProxy's way of asking for none, as http.Transport reads it
+		}
 		for _, v := range values {
 			if !fieldValue([]byte(v)) {
 				return fmt.Errorf("header %s: control character in the value", name)
@@ -181,7 +184,7 @@ func (t *leanTransport) response(req *http.Request, uc *upConn, r *respHead, sto
 	}
 	b := &leanBody{t: t, uc: uc, stop: stop, reuse: !r.close, remain: r.contentLength}
 	switch {
-	case r.bodyless:
+	case r.bodyless, r.contentLength == 0 && !r.chunked:
 		b.finish()
 		res.Body = http.NoBody
 		if req.Method != http.MethodHead {
