@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"strings"
 )
 
@@ -41,7 +42,27 @@ func (r *Router) Lookup(host string) *Site {
 		host = host[:n-1]
 	}
 	if hasUpper(host) {
-		host = strings.ToLower(host)
+		if len(host) > maxHostLen {
+			return nil // longer than any DNS name or IP literal
+		}
+		// lowered on the stack: a map index with string(bytes) does not
+		// allocate
+		var buf [maxHostLen]byte
+		b := buf[:len(host)]
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b[i] = c
+		}
+		if s := r.exact[string(b)]; s != nil {
+			return s
+		}
+		if dot := bytes.IndexByte(b, '.'); dot > 0 {
+			return r.wildcard[string(b[dot:])]
+		}
+		return nil
 	}
 	if s := r.exact[host]; s != nil {
 		return s
@@ -51,6 +72,10 @@ func (r *Router) Lookup(host string) *Site {
 	}
 	return nil
 }
+
+// maxHostLen bounds the hosts Lookup lowers: 253 for a DNS name, with room
+// for a trailing dot.
+const maxHostLen = 255
 
 // stripPort removes a ":port" suffix, keeping bracketed IPv6 literals whole
 // (without the brackets).
