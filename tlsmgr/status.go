@@ -38,6 +38,18 @@ var ErrNotManaged = errors.New("not a managed name")
 // Status lists every managed certificate (one per name and key type), with
 // its failure ledger. Names without a certificate yet are listed too.
 func (m *Manager) Status(ctx context.Context) []CertStatus {
+	return m.status(ctx, true)
+}
+
+// Expiries is Status without what a metrics scrape does not export: the
+// renewal time (which may read ARI metadata from storage: with 100,000
+// names, seconds), issuer and OCSP status. It reads no storage but the
+// failure ledger.
+func (m *Manager) Expiries(ctx context.Context) []CertStatus {
+	return m.status(ctx, false)
+}
+
+func (m *Manager) status(ctx context.Context, full bool) []CertStatus {
 	var out []CertStatus
 	var kts []string
 	for _, f := range m.families {
@@ -47,13 +59,13 @@ func (m *Manager) Status(ctx context.Context) []CertStatus {
 	for _, name := range m.managedNames() {
 		for _, f := range m.familiesFor(name) {
 			c, ok := m.cached(f, name)
-			out = append(out, m.certStatus(ctx, CertStatus{Name: name, KeyType: f.keyType}, f, c, ok, name, failing))
+			out = append(out, m.certStatus(ctx, CertStatus{Name: name, KeyType: f.keyType}, f, c, ok, name, failing, full))
 		}
 	}
 	for _, g := range m.sanGroupList() {
 		for _, f := range g.v.families {
 			c, ok := m.sanCached(g, f)
-			out = append(out, m.certStatus(ctx, CertStatus{Name: g.label(), Names: g.names, KeyType: f.keyType}, f, c, ok, "san:"+g.id, failing))
+			out = append(out, m.certStatus(ctx, CertStatus{Name: g.label(), Names: g.names, KeyType: f.keyType}, f, c, ok, "san:"+g.id, failing, full))
 		}
 	}
 	return out
@@ -62,14 +74,17 @@ func (m *Manager) Status(ctx context.Context) []CertStatus {
 // certStatus fills st from a family's cached certificate c (when have) and,
 // for certificates listed in failing, from the ledger. dueKey names the
 // certificate for its due date (its name, or "san:<id>" for a shared one).
-func (m *Manager) certStatus(ctx context.Context, st CertStatus, f *family, c certmagic.Certificate, have bool, dueKey string, failing map[string]bool) CertStatus {
+// Without full, only the validity and the ledger are filled.
+func (m *Manager) certStatus(ctx context.Context, st CertStatus, f *family, c certmagic.Certificate, have bool, dueKey string, failing map[string]bool, full bool) CertStatus {
 	if have {
 		nb, na := c.Leaf.NotBefore, c.Leaf.NotAfter
 		st.NotBefore, st.NotAfter = &nb, &na
-		st.Issuer = c.Leaf.Issuer.CommonName
-		ra := m.sched.dueAt(ctx, f, dueKey, c)
-		st.RenewAt = &ra
-		st.OCSP = ocspStatus(c)
+		if full {
+			st.Issuer = c.Leaf.Issuer.CommonName
+			ra := m.sched.dueAt(ctx, f, dueKey, c)
+			st.RenewAt = &ra
+			st.OCSP = ocspStatus(c)
+		}
 	}
 	if !failing[ledgerKey(st.Name, f.keyType)] {
 		return st

@@ -385,3 +385,43 @@ func TestSiteReadsBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiriesReadNoStorage: the list a metrics scrape takes reads nothing
+// from storage for the certificates (their renewal times, which need each
+// one's ARI metadata, are left out), where Status reads the metadata.
+func TestExpiriesReadNoStorage(t *testing.T) {
+	dir := t.TempDir()
+	inner := &certmagic.FileStorage{Path: dir}
+	names := scaleNames(3)
+	storeLocalCerts(t, inner, names, false)
+	gate := newGatedStorage(inner)
+	storageConf := fmt.Sprintf("path = %q", dir)
+	m, err := NewWithStorage(siteConfig(t, storageConf, names), gate, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	ctx := context.Background()
+	m.Apply(ctx, siteConfig(t, storageConf, names))
+	gate.loads.Store(0)
+	list := m.Expiries(ctx)
+	if len(list) != 2*len(names) {
+		t.Fatalf("%d entries, want %d", len(list), 2*len(names))
+	}
+	for _, st := range list {
+		if st.NotAfter == nil || st.RenewAt != nil {
+			t.Errorf("%s %s: not_after %v renew_at %v, want the expiry only", st.Name, st.KeyType, st.NotAfter, st.RenewAt)
+		}
+	}
+	if n := gate.loads.Load(); n != 0 {
+		t.Errorf("Expiries read %d certificate files from storage, want none", n)
+	}
+	for _, st := range m.Status(ctx) {
+		if st.RenewAt == nil {
+			t.Errorf("Status: %s %s has no renewal time", st.Name, st.KeyType)
+		}
+	}
+	if gate.loads.Load() == 0 {
+		t.Error("Status read no metadata: this test no longer tells the two apart")
+	}
+}

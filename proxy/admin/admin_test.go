@@ -301,6 +301,28 @@ portico_retries_pending 0
 	}
 }
 
+// expiriesOnly is a Certs whose full Status must not be used by a scrape.
+type expiriesOnly struct{ *fakeCerts }
+
+func (e expiriesOnly) Status(context.Context) []tlsmgr.CertStatus {
+	panic("a metrics scrape asked for the full status (renewal times)")
+}
+
+func (e expiriesOnly) Expiries(ctx context.Context) []tlsmgr.CertStatus {
+	return e.fakeCerts.Status(ctx)
+}
+
+func TestCollectorUsesExpiriesWhenOffered(t *testing.T) {
+	want := `
+# HELP portico_retries_pending Certificates (name and key type) with failures, waiting for their next retry.
+# TYPE portico_retries_pending gauge
+portico_retries_pending 2
+`
+	if err := testutil.CollectAndCompare(NewCertCollector(expiriesOnly{newFake()}), strings.NewReader(want), "portico_retries_pending"); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestMethodNotAllowed(t *testing.T) {
 	h := Handler(Options{Certs: newFake(), Reload: func() error { return nil }, Gatherer: prometheus.NewRegistry()})
 	for _, tc := range []struct{ method, path, allow string }{
