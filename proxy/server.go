@@ -3,6 +3,11 @@
 // their upstreams, graceful reload and shutdown. Certificates come from a
 // Certificates implementation (tlsmgr.Manager); proxy never talks ACME or
 // storage itself.
+//
+// HTTPS requests over HTTP/1.1 take a fast path (fastpath.go) that does
+// not use net/http; HTTP/2, port 80 and whatever the fast path hands over
+// are served by net/http with httputil.ReverseProxy. Every path sends
+// plain upstream requests over the same pooled connections (transport.go).
 package proxy
 
 import (
