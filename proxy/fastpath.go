@@ -129,7 +129,8 @@ func (f *fastServer) serve(tc *tls.Conn) {
 			site = f.route(c)
 		}
 		if site == nil {
-			handedOff = f.handOff(c)
+			f.handOff(c)
+			handedOff = true
 			return
 		}
 		tc.SetReadDeadline(time.Time{}) // as net/http: no deadline on bodies and answers
@@ -197,8 +198,8 @@ func (f *fastServer) route(c *fastConn) *Site {
 }
 
 // handOff gives the connection to net/http's server from the request at
-// the front of the buffer on, and reports whether it was taken.
-func (f *fastServer) handOff(c *fastConn) bool {
+// the front of the buffer on.
+func (f *fastServer) handOff(c *fastConn) {
 	c.tc.SetReadDeadline(time.Time{})
 	var pending []byte
 	if n := c.br.Buffered(); n > 0 {
@@ -208,7 +209,6 @@ func (f *fastServer) handOff(c *fastConn) bool {
 	f.handedOff.Add(1)
 	rc := &replayConn{Conn: c.tc, pending: pending}
 	f.handoff(&tlsSniffConn{sniffConn: &sniffConn{Conn: rc, frames: newFraming(f.lim.headLimit())}, tls: c.tc})
-	return true
 }
 
 // replayConn is a connection whose first reads return bytes already read
@@ -438,11 +438,7 @@ func (f *fastServer) connect(p *Pool, checkIdle bool) (*upConn, bool, []string) 
 	var failures []string
 	for i := uint64(0); i < count; i++ {
 		addr := p.addrs[(start+i)%count]
-		uc, reused, err := f.up.get(f.ctx, addr)
-		for err == nil && reused && checkIdle && !stillOpen(uc.Conn) {
-			uc.Close()
-			uc, reused, err = f.up.get(f.ctx, addr)
-		}
+		uc, reused, err := f.up.get(f.ctx, addr, checkIdle)
 		if err == nil {
 			return uc, reused, nil
 		}

@@ -141,11 +141,7 @@ func (h *reqHead) parse(b []byte) bool {
 func (h *reqHead) connection(v []byte) bool {
 	for len(v) > 0 {
 		var tok []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			tok, v = trimSP(v[:i]), v[i+1:]
-		} else {
-			tok, v = trimSP(v), nil
-		}
+		tok, v = cutItem(v)
 		switch {
 		case len(tok) == 0 || foldEq(tok, "keep-alive"):
 		case foldEq(tok, "close"):
@@ -157,6 +153,15 @@ func (h *reqHead) connection(v []byte) bool {
 		}
 	}
 	return true
+}
+
+// cutItem splits the first item off a comma-separated list, without the
+// spaces around it.
+func cutItem(v []byte) (item, rest []byte) {
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		return trimSP(v[:i]), v[i+1:]
+	}
+	return trimSP(v), nil
 }
 
 // Header names the fast path looks at.
@@ -298,15 +303,11 @@ func foldEqBytes(a, b []byte) bool {
 func hasToken(v []byte, tok string) bool {
 	for len(v) > 0 {
 		var t []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			t, v = v[:i], v[i+1:]
-		} else {
-			t, v = v, nil
-		}
+		t, v = cutItem(v)
 		if i := bytes.IndexByte(t, ';'); i >= 0 {
-			t = t[:i]
+			t = trimSP(t[:i])
 		}
-		if foldEq(trimSP(t), tok) {
+		if foldEq(t, tok) {
 			return true
 		}
 	}

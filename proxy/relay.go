@@ -265,8 +265,9 @@ func (r *respHead) parse(b []byte, isHead bool) error {
 			}
 			r.chunked = true
 		case hkConnection:
-			for _, tok := range bytes.Split(value, []byte{','}) {
-				switch tok = trimSP(tok); {
+			for v := value; len(v) > 0; {
+				var tok []byte
+				switch tok, v = cutItem(v); {
 				case foldEq(tok, "close"):
 					r.close = true
 				case foldEq(tok, "keep-alive"):

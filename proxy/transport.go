@@ -50,11 +50,7 @@ func (t *leanTransport) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength > 0
 	replayable := !hasBody && idempotent([]byte(req.Method))
-	uc, reused, err := t.up.get(ctx, addr)
-	for err == nil && reused && !replayable && !stillOpen(uc.Conn) {
-		uc.Close()
-		uc, reused, err = t.up.get(ctx, addr)
-	}
+	uc, reused, err := t.up.get(ctx, addr, !replayable)
 	if err != nil {
 		return nil, err // a *net.OpError "dial": Pool moves to the next upstream
 	}

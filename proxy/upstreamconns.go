@@ -47,19 +47,27 @@ type upConn struct {
 }
 
 // get returns an idle connection to addr (reused true) or a new one.
-func (p *upstreamConns) get(ctx context.Context, addr string) (uc *upConn, reused bool, err error) {
-	p.mu.Lock()
-	if list := p.idle[addr]; len(list) > 0 {
+// mustBeOpen makes sure an idle one is still open (a non-blocking peek):
+// for a request that could not be sent again if the upstream had closed it.
+func (p *upstreamConns) get(ctx context.Context, addr string, mustBeOpen bool) (uc *upConn, reused bool, err error) {
+	for {
+		p.mu.Lock()
+		list := p.idle[addr]
+		if len(list) == 0 {
+			p.mu.Unlock()
+			uc, err = p.dial(ctx, addr)
+			return uc, false, err
+		}
 		// the most recently used: the least likely to have been closed
 		uc = list[len(list)-1]
 		list[len(list)-1] = nil
 		p.idle[addr] = list[:len(list)-1]
 		p.mu.Unlock()
-		return uc, true, nil
+		if !mustBeOpen || stillOpen(uc.Conn) {
+			return uc, true, nil
+		}
+		uc.Close()
 	}
-	p.mu.Unlock()
-	uc, err = p.dial(ctx, addr)
-	return uc, false, err
 }
 
 // dial opens a new connection to addr.
