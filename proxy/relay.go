@@ -338,17 +338,20 @@ func pipe(dst *bufio.Writer, src *bufio.Reader, n int64) (rerr, werr error) {
 
 // relayChunked relays a chunked body, chunk by chunk, and its trailers.
 func relayChunked(dst *bufio.Writer, src *bufio.Reader) (rerr, werr error) {
-	for {
+	for first := true; ; first = false {
+		if !first {
+			if err := readChunkEnd(src); err != nil {
+				return err, nil
+			}
+		}
+		// what came so far goes out before a read that may wait for the
+		// next chunk (server-sent events)
 		if werr = flushIfDry(dst, src); werr != nil {
 			return nil, werr
 		}
-		line, err := src.ReadSlice('\n')
+		size, err := readChunkSize(src)
 		if err != nil {
-			return chunkErr(err), nil
-		}
-		size, ok := chunkSize(trimEOL(line))
-		if !ok {
-			return fmt.Errorf("bad chunk size line %q", line), nil
+			return err, nil
 		}
 		if size == 0 {
 			break
@@ -358,39 +361,75 @@ func relayChunked(dst *bufio.Writer, src *bufio.Reader) (rerr, werr error) {
 		if rerr, werr = pipe(dst, src, size); rerr != nil || werr != nil {
 			return rerr, werr
 		}
-		if werr = flushIfDry(dst, src); werr != nil {
-			return nil, werr
-		}
-		end, err := src.ReadSlice('\n')
-		if err != nil {
-			return chunkErr(err), nil
-		}
-		if len(trimEOL(end)) != 0 {
-			return errors.New("chunk data longer than its size"), nil
-		}
 		dst.WriteString("\r\n")
 	}
 	dst.WriteString("0\r\n")
-	for {
-		if werr = flushIfDry(dst, src); werr != nil {
-			return nil, werr
-		}
-		line, err := src.ReadSlice('\n')
-		if err != nil {
-			return chunkErr(err), nil
-		}
-		t := trimEOL(line)
-		if len(t) == 0 {
-			break
-		}
-		if colon := bytes.IndexByte(t, ':'); colon <= 0 || !isToken(t[:colon]) || !fieldValue(t[colon+1:]) {
-			return fmt.Errorf("bad trailer line %q", t), nil
-		}
-		dst.Write(t)
+	if werr = flushIfDry(dst, src); werr != nil {
+		return nil, werr
+	}
+	err := readTrailers(src, func(line []byte, _ int) error {
+		dst.Write(line)
 		dst.WriteString("\r\n")
+		werr = flushIfDry(dst, src) // before the next read
+		return werr
+	})
+	if werr != nil {
+		return nil, werr
+	}
+	if err != nil {
+		return err, nil
 	}
 	dst.WriteString("\r\n")
 	return nil, nil
+}
+
+// readChunkEnd reads the CRLF that ends a chunk's data.
+func readChunkEnd(src *bufio.Reader) error {
+	end, err := src.ReadSlice('\n')
+	if err != nil {
+		return chunkErr(err)
+	}
+	if len(trimEOL(end)) != 0 {
+		return errors.New("chunk data longer than its size")
+	}
+	return nil
+}
+
+// readChunkSize reads the line that starts a chunk: its size, 0 for the
+// last chunk.
+func readChunkSize(src *bufio.Reader) (int64, error) {
+	line, err := src.ReadSlice('\n')
+	if err != nil {
+		return 0, chunkErr(err)
+	}
+	size, ok := chunkSize(trimEOL(line))
+	if !ok {
+		return 0, fmt.Errorf("bad chunk size line %q", line)
+	}
+	return size, nil
+}
+
+// readTrailers reads the trailer section after the last chunk, through
+// its blank line, giving each line (without its end) and the index of its
+// colon to f. The line is valid until the next read from src.
+func readTrailers(src *bufio.Reader, f func(line []byte, colon int) error) error {
+	for {
+		line, err := src.ReadSlice('\n')
+		if err != nil {
+			return chunkErr(err)
+		}
+		t := trimEOL(line)
+		if len(t) == 0 {
+			return nil
+		}
+		colon := bytes.IndexByte(t, ':')
+		if colon <= 0 || !isToken(t[:colon]) || !fieldValue(t[colon+1:]) {
+			return fmt.Errorf("bad trailer line %q", t)
+		}
+		if err := f(t, colon); err != nil {
+			return err
+		}
+	}
 }
 
 func chunkErr(err error) error {

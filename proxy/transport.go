@@ -280,47 +280,28 @@ func (b *leanBody) Read(p []byte) (int, error) {
 // the trailers).
 func (b *leanBody) nextChunk(br *bufio.Reader) error {
 	if b.started {
-		end, err := br.ReadSlice('\n')
-		if err != nil {
-			return chunkErr(err)
+		if err := readChunkEnd(br); err != nil {
+			return err
 		}
-		if len(trimEOL(end)) != 0 {
-			return errors.New("chunk data longer than its size")
-		}
+	}
+	size, err := readChunkSize(br)
+	if err != nil {
+		return err
 	}
 	b.started = true
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		return chunkErr(err)
-	}
-	size, ok := chunkSize(trimEOL(line))
-	if !ok {
-		return fmt.Errorf("bad chunk size line %q", line)
-	}
 	if size > 0 {
 		b.remain = size
 		return nil
 	}
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return chunkErr(err)
-		}
-		t := trimEOL(line)
-		if len(t) == 0 {
-			break
-		}
-		colon := 0
-		for colon < len(t) && t[colon] != ':' {
-			colon++
-		}
-		if colon == 0 || colon == len(t) || !isToken(t[:colon]) || !fieldValue(t[colon+1:]) {
-			return fmt.Errorf("bad trailer line %q", t)
-		}
+	err = readTrailers(br, func(line []byte, colon int) error {
 		if b.trailer != nil {
-			key := textproto.CanonicalMIMEHeaderKey(string(t[:colon]))
-			b.trailer[key] = append(b.trailer[key], string(trimSP(t[colon+1:])))
+			key := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
+			b.trailer[key] = append(b.trailer[key], string(trimSP(line[colon+1:])))
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	b.finish()
 	return nil
