@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,8 +78,8 @@ type fastConn struct {
 	tc       *tls.Conn
 	state    atomic.Int32
 	upstream atomic.Pointer[upConn] // in use, for a forced close
-	remote   string                 // RemoteAddr
-	peerIP   string                 // its address, for X-Forwarded-For
+	peer     netip.Addr             // the client's address, for trusted_proxies
+	peerIP   string                 // the same, for X-Forwarded-For
 	sni      string
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -88,13 +89,17 @@ type fastConn struct {
 
 // serve is the life of an HTTP/1.x connection after its TLS handshake.
 func (f *fastServer) serve(tc *tls.Conn) {
-	c := &fastConn{tc: tc, remote: tc.RemoteAddr().String()}
+	c := &fastConn{tc: tc}
 	if !f.track(c) {
 		tc.Close()
 		return
 	}
 	c.sni = tc.ConnectionState().ServerName
-	c.peerIP, _, _ = net.SplitHostPort(c.remote)
+	remote := tc.RemoteAddr().String()
+	c.peerIP, _, _ = net.SplitHostPort(remote)
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		c.peer = ap.Addr() // parsed once: trusted_proxies is checked per request
+	}
 	c.br, c.bw = f.readers.Get().(*bufio.Reader), f.writers.Get().(*bufio.Writer)
 	c.br.Reset(tc)
 	c.bw.Reset(tc)

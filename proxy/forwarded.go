@@ -33,7 +33,12 @@ func (t trustedProxies) trusts(remoteAddr string) bool {
 	if err != nil {
 		return false
 	}
-	a := ap.Addr().Unmap().WithZone("")
+	return t.trustsAddr(ap.Addr())
+}
+
+// trustsAddr reports whether a peer address is a trusted proxy.
+func (t trustedProxies) trustsAddr(a netip.Addr) bool {
+	a = a.Unmap().WithZone("")
 	for _, p := range t {
 		if p.Contains(a) {
 			return true

@@ -40,7 +40,7 @@ func writeRequestHead(w *bufio.Writer, h *reqHead, c *fastConn, site *Site) {
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.Write(h.host)
 	w.WriteString("\r\n")
-	trusted := len(site.trusted) > 0 && site.trusted.trusts(c.remote)
+	trusted := len(site.trusted) > 0 && site.trusted.trustsAddr(c.peer)
 	var sawHost, sawProto bool
 	for _, f := range h.fields {
 		switch f.kind {
