@@ -76,6 +76,7 @@ func newFastServer(ctx context.Context, s *Server, lim limits, up *upstreamConns
 // fastConn is one client connection on the fast path.
 type fastConn struct {
 	tc       *tls.Conn
+	cc       *certConn // under tc: the certificate presented
 	state    atomic.Int32
 	upstream atomic.Pointer[upConn] // in use, for a forced close
 	peer     netip.Addr             // the client's address, for trusted_proxies
@@ -85,11 +86,14 @@ type fastConn struct {
 	bw       *bufio.Writer
 	req      reqHead
 	resp     respHead
+	// logPath is the request's path, copied before its body is read
+	// (which may overwrite the head's bytes), for log lines after it.
+	logPath []byte
 }
 
 // serve is the life of an HTTP/1.x connection after its TLS handshake.
 func (f *fastServer) serve(tc *tls.Conn) {
-	c := &fastConn{tc: tc}
+	c := &fastConn{tc: tc, cc: certConnOf(tc)}
 	if !f.track(c) {
 		tc.Close()
 		return
@@ -192,6 +196,9 @@ func (f *fastServer) route(c *fastConn) *Site {
 	// Lookup keeps no reference to the string, which aliases the read
 	// buffer only while this request is routed.
 	host := unsafe.String(&c.req.host[0], len(c.req.host))
+	if !c.cc.covers(host) {
+		return nil // net/http answers 421 (Server.serveHTTPS)
+	}
 	site := rt.Lookup(host)
 	if site == nil && rt.onDemand != nil && strings.EqualFold(stripPort(host), c.sni) {
 		site = rt.onDemand
@@ -311,13 +318,15 @@ func (f *fastServer) exchange(c *fastConn, site *Site, n int) bool {
 // for none) and whether the client connection stays open.
 func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	h := &c.req
+	// decided now: h's slices are not valid once the body is read (send)
 	isHead := string(h.method) == "HEAD"
+	c.logPath = append(c.logPath[:0], pathOf(h.uri)...)
 	keep := !h.close
 	// A request without a body to an idempotent method can be sent again
 	// on a new connection when a pooled one turns out to have been closed
 	// by the upstream, as net/http's Transport does.
 	replayable := h.contentLength <= 0 && idempotent(h.method)
-	uc, reused, failures := f.connect(site.pool, !replayable)
+	uc, reused, failures := f.connect(site.pool)
 	if uc == nil {
 		site.logger.Error("every upstream is down", zap.Strings("upstreams", failures))
 		// the request body, if any, is unread: the connection ends
@@ -329,7 +338,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	defer c.upstream.Store(nil)
 	var err error
 	for {
-		err = f.send(c, site, uc, n)
+		err = f.send(c, site, uc, n, isHead)
 		if err == nil {
 			break
 		}
@@ -371,7 +380,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 		if errors.Is(err, errClientBody) {
 			return 0, false // the client went away in the middle of its body
 		}
-		site.logger.Warn("upstream request failed", zap.ByteString("path", pathOf(h.uri)), zap.Error(err))
+		site.logger.Warn("upstream request failed", zap.ByteString("path", c.logPath), zap.Error(err))
 		// a body may be left half read: then the connection ends
 		keep = keep && h.contentLength <= 0
 		return f.sendError(c, site, 502, "502 Bad Gateway: the upstream did not answer", keep), keep
@@ -392,7 +401,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	switch {
 	case rerr != nil:
 		uc.Close()
-		site.logger.Warn("upstream read error during body copy", zap.ByteString("path", pathOf(h.uri)), zap.Error(rerr))
+		site.logger.Warn("upstream read error during body copy", zap.ByteString("path", c.logPath), zap.Error(rerr))
 		return r.status, false // the client sees the answer cut short
 	case werr != nil:
 		uc.Close()
@@ -409,7 +418,14 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 // client's buffer to uc, with its body, and reads the response head. The
 // head stays in the buffer (n is not discarded) unless the request has a
 // body. A failure with nothing read back is marked in c.resp.nothingRead.
-func (f *fastServer) send(c *fastConn, site *Site, uc *upConn, n int) error {
+//
+// isHead is decided by the caller before anything is read: once the body
+// is read, the head's slices (h.method, h.uri…) may point at body bytes,
+// since the client's buffer is refilled from its start when a body
+// arrives in a read of its own. A body "HEAD" in its own TLS record once
+// made a POST's answer be relayed as a HEAD's, leaving its body in a
+// pooled upstream connection for the next client to receive.
+func (f *fastServer) send(c *fastConn, site *Site, uc *upConn, n int, isHead bool) error {
 	h := &c.req
 	c.resp.nothingRead = false
 	writeRequestHead(uc.bw, h, c, site)
@@ -427,7 +443,7 @@ func (f *fastServer) send(c *fastConn, site *Site, uc *upConn, n int) error {
 		c.resp.nothingRead = true // a write to a connection the upstream closed
 		return fmt.Errorf("send request: %w", err)
 	}
-	return uc.readResponse(&c.resp, string(h.method) == "HEAD")
+	return uc.readResponse(&c.resp, isHead)
 }
 
 // errClientBody marks a request body the client did not send whole.
@@ -435,15 +451,14 @@ var errClientBody = errors.New("client request body")
 
 // connect returns a connection to the next upstream of p in turn (reused
 // when it comes from the pool), moving on when a dial fails, or nil and
-// why each failed. checkIdle makes it make sure a pooled connection is
-// still open, for a request that could not be sent again if it was not.
-func (f *fastServer) connect(p *Pool, checkIdle bool) (*upConn, bool, []string) {
+// why each failed.
+func (f *fastServer) connect(p *Pool) (*upConn, bool, []string) {
 	count := uint64(len(p.addrs))
 	start := p.next.Add(1)
 	var failures []string
 	for i := uint64(0); i < count; i++ {
 		addr := p.addrs[(start+i)%count]
-		uc, reused, err := f.up.get(f.ctx, addr, checkIdle)
+		uc, reused, err := f.up.get(f.ctx, addr)
 		if err == nil {
 			return uc, reused, nil
 		}

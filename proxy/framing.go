@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 )
@@ -119,7 +120,29 @@ type framing struct {
 	remain     uint64 // body, chunk data or chunk end bytes left
 	chunkSize  uint64
 	chunkDigit int
+	extCR      bool // the chunk-size line's last byte was '\r'
+
+	// refusal says why the connection's bytes are refused, once the
+	// tracker has seen what net/http would accept but must not pass on
+	// (see sniffConn.Read), or "".
+	refusal string
 }
+
+// errRefusedFraming is what a connection's reads return once its framing
+// tracker refused its bytes.
+var errRefusedFraming = errors.New("refused request framing")
+
+// refuse stops the tracker and marks the connection's bytes refused.
+// net/http ignores chunk extensions whatever they hold (a NUL, a bare CR),
+// so a request carrying them would be read here as valid; a peer parsing
+// the same bytes strictly may not agree on where the chunk ends.
+func (f *framing) refuse(why string) {
+	f.refusal = why
+	f.stop()
+}
+
+// ctl reports whether b is a control character other than HTAB.
+func ctl(b byte) bool { return b < ' ' && b != '\t' || b == 0x7f }
 
 func newFraming(limit int) *framing {
 	return &framing{limit: limit, val: make([]byte, 0, maxValue)}
@@ -154,8 +177,9 @@ func fnvString(h uint64, s string) uint64 {
 	return h
 }
 
-// feed follows the bytes p, read from the client.
-func (f *framing) feed(p []byte) {
+// feed follows the bytes p, read from the client. It returns why the
+// connection's bytes are refused, or "" (see refuse).
+func (f *framing) feed(p []byte) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := 0; i < len(p) && f.st != stStopped; i++ {
@@ -187,6 +211,7 @@ func (f *framing) feed(p []byte) {
 		}
 		f.step(b)
 	}
+	return f.refusal
 }
 
 // step advances the head, chunk-size and trailer states by one byte.
@@ -309,10 +334,9 @@ func (f *framing) stepBody(b byte) {
 			return
 		}
 		f.st = stChunkExt // extension, whitespace, CR
+		f.chunkExtByte(b)
 	case stChunkExt:
-		if b == '\n' {
-			f.endChunkLine()
-		}
+		f.chunkExtByte(b)
 	case stTrailerStart:
 		switch b {
 		case '\n':
@@ -353,6 +377,23 @@ func (f *framing) endChunkLine() {
 		return
 	}
 	f.st, f.remain = stChunkData, f.chunkSize
+}
+
+// chunkExtByte follows the rest of a chunk-size line after its digits:
+// control characters other than HTAB, and a CR not ending the line, are
+// refused.
+func (f *framing) chunkExtByte(b byte) {
+	switch {
+	case b == '\n':
+		f.extCR = false
+		f.endChunkLine()
+	case f.extCR:
+		f.refuse("a CR inside a chunk-size line")
+	case b == '\r':
+		f.extCR = true
+	case ctl(b):
+		f.refuse("a control character in a chunk extension")
+	}
 }
 
 func (f *framing) stop() {

@@ -328,12 +328,12 @@ var tokenChars = func() (t [256]bool) {
 	return t
 }()
 
-func isToken(b []byte) bool {
+func isToken[T string | []byte](b T) bool {
 	if len(b) == 0 {
 		return false
 	}
-	for _, c := range b {
-		if !tokenChars[c] {
+	for i := 0; i < len(b); i++ {
+		if !tokenChars[b[i]] {
 			return false
 		}
 	}
@@ -341,9 +341,26 @@ func isToken(b []byte) bool {
 }
 
 // fieldValue reports whether v has no control characters but tab.
-func fieldValue(v []byte) bool {
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
+func fieldValue[T string | []byte](v T) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// requestTarget reports whether a request target (of a request line
+// about to be written upstream, or of a request received over HTTP/2,
+// whose :path no request line checked) is only visible ASCII without a
+// fragment: a space would end the target early and let the rest be read
+// as another request line's parts by the upstream.
+func requestTarget[T string | []byte](u T) bool {
+	if len(u) == 0 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if c := u[i]; c <= ' ' || c >= 0x7f || c == '#' {
 			return false
 		}
 	}
@@ -353,15 +370,7 @@ func fieldValue(v []byte) bool {
 // originForm reports whether a request target is an absolute path with an
 // optional query, of visible ASCII only (no fragment).
 func originForm(u []byte) bool {
-	if len(u) == 0 || u[0] != '/' {
-		return false
-	}
-	for _, c := range u {
-		if c <= ' ' || c >= 0x7f || c == '#' {
-			return false
-		}
-	}
-	return true
+	return len(u) > 0 && u[0] == '/' && requestTarget(u)
 }
 
 // hostValue reports whether a Host value is a plain name, IPv4 address or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -87,10 +88,16 @@ type sniffConn struct {
 	frames *framing
 }
 
+// Read passes on what it reads after the tracker has seen it. Once the
+// tracker refuses the bytes, nothing more is passed: net/http sees a read
+// error, fails the request whose body it was reading and closes the
+// connection.
 func (c *sniffConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.frames.feed(p[:n])
+		if why := c.frames.feed(p[:n]); why != "" {
+			return 0, fmt.Errorf("%w: %s", errRefusedFraming, why)
+		}
 	}
 	return n, err
 }
@@ -126,12 +133,16 @@ type framingKey struct{}
 
 // connContext puts an HTTP/1.x connection's framing tracker in the context
 // of its requests (http.Server.ConnContext).
+// The certConn under a :443 connection goes there too, for the Host check.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	switch c := c.(type) {
 	case *sniffConn:
 		return context.WithValue(ctx, framingKey{}, c.frames)
 	case *tlsSniffConn:
+		ctx = context.WithValue(ctx, certConnKey{}, certConnOf(c.tls))
 		return context.WithValue(ctx, framingKey{}, c.frames)
+	case *tls.Conn:
+		return context.WithValue(ctx, certConnKey{}, certConnOf(c))
 	}
 	return ctx
 }
@@ -222,7 +233,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	// GetCertificate sees, and an on-demand certificate order started by
 	// a client that gave up must go on for the next one.
 	raw.SetDeadline(time.Now().Add(l.timeout))
-	tc := tls.Server(raw, l.config)
+	tc := tls.Server(&certConn{Conn: raw}, l.config)
 	if err := tc.HandshakeContext(l.ctx); err != nil {
 		reason := err.Error()
 		// what net/http answers a client speaking plain HTTP to :443

@@ -439,9 +439,13 @@ func chunkErr(err error) error {
 	return err
 }
 
-// chunkSize parses a chunk-size line, ignoring chunk extensions.
+// chunkSize parses a chunk-size line, ignoring chunk extensions (which
+// are not passed on) but refusing control characters in them.
 func chunkSize(line []byte) (int64, bool) {
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		if !fieldValue(line[i:]) {
+			return 0, false
+		}
 		line = line[:i]
 	}
 	line = trimSP(line)

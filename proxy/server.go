@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/portico-proxy/portico/config"
 )
@@ -214,7 +215,7 @@ func (s *Server) TLSConfig() *tls.Config {
 			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
 		NextProtos:     []string{"h2", "http/1.1", "acme-tls/1"},
-		GetCertificate: s.certs.GetCertificate,
+		GetCertificate: s.getCertificate,
 	}
 	// session tickets sealed with keys the fleet shares, so a client that
 	// moves between instances behind a load balancer still resumes
@@ -222,6 +223,17 @@ func (s *Server) TLSConfig() *tls.Config {
 		tc.WrapSession, tc.UnwrapSession = t.WrapSession, t.UnwrapSession
 	}
 	return tc
+}
+
+// getCertificate is the certificate source's, noting on the connection
+// the certificate it presents, which each request's Host is checked
+// against (authority.go).
+func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	cert, err := s.certs.GetCertificate(hello)
+	if cc, ok := hello.Conn.(*certConn); ok && err == nil {
+		cc.cert = cert
+	}
+	return cert, err
 }
 
 // SessionTickets is implemented by a Certificates that seals TLS session
@@ -267,7 +279,7 @@ func (s *Server) Start() error {
 		return l
 	}
 	httpsLog := zap.NewStdLog(s.logger.Named("https"))
-	https := s.httpServer(lim, s.refuseAmbiguousFraming(http.HandlerFunc(s.serveHTTPS)), httpsLog)
+	https := s.httpServer(lim, s.refuseMalformed(http.HandlerFunc(s.serveHTTPS)), httpsLog)
 	// A TLSConfig with "h2" makes Serve set up HTTP/2 for the *tls.Conn
 	// the listener hands over; the listener does the handshakes with its
 	// own copy.
@@ -280,7 +292,7 @@ func (s *Server) Start() error {
 	s.servers = append(s.servers, https)
 	go func() { s.serveErr <- https.Serve(tl) }()
 	if hl != nil {
-		plain := s.httpServer(lim, s.refuseAmbiguousFraming(
+		plain := s.httpServer(lim, s.refuseMalformed(
 			s.validationRedirect(s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP)))),
 			zap.NewStdLog(s.logger.Named("http")))
 		s.servers = append(s.servers, plain)
@@ -334,7 +346,7 @@ func (l limits) headLimit() int { return l.maxHeaderBytes + 8<<10 }
 func (s *Server) httpServer(l limits, h http.Handler, errLog *log.Logger) *http.Server {
 	return &http.Server{
 		Handler: h,
-		// refuseAmbiguousFraming answers "OPTIONS *" itself, after its check
+		// refuseMalformed answers "OPTIONS *" itself, after its checks
 		DisableGeneralOptionsHandler: true,
 		ReadHeaderTimeout:            l.headerTimeout,
 		IdleTimeout:                  l.idleTimeout,
@@ -344,12 +356,24 @@ func (s *Server) httpServer(l limits, h http.Handler, errLog *log.Logger) *http.
 	}
 }
 
-// refuseAmbiguousFraming answers 400 and closes the connection for an
-// HTTP/1.x request the framing tracker saw with both Content-Length and
-// Transfer-Encoding, or with Transfer-Encoding in HTTP/1.0, before anything
-// else (ACME answers, redirects, proxying) sees it.
-func (s *Server) refuseAmbiguousFraming(next http.Handler) http.Handler {
+// refuseMalformed answers 400 before anything else (ACME answers,
+// redirects, proxying) sees the request:
+//   - to a request whose method is not a token, whose target has a byte
+//     outside visible ASCII or a fragment, or whose Host is not a valid
+//     host. net/http checks these for HTTP/1.x but not for HTTP/2, where
+//     ":method: GET /x" or a ":path" with a space would otherwise become a
+//     request line that an upstream reads differently;
+//   - and closes the connection, to an HTTP/1.x request the framing
+//     tracker saw with both Content-Length and Transfer-Encoding, or with
+//     Transfer-Encoding in HTTP/1.0.
+func (s *Server) refuseMalformed(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := malformed(r); why != "" {
+			s.logger.Info("refused a malformed request", zap.String("reason", why),
+				zap.String("remote", r.RemoteAddr), zap.String("proto", r.Proto))
+			http.Error(w, "400 Bad Request: "+why, http.StatusBadRequest)
+			return
+		}
 		if f, ok := r.Context().Value(framingKey{}).(*framing); ok && r.ProtoMajor == 1 {
 			if head, ok := f.claim(r.Method, r.RequestURI, r.Proto); ok {
 				if why := head.ambiguity(); why != "" {
@@ -373,6 +397,19 @@ func (s *Server) refuseAmbiguousFraming(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// malformed says what is wrong with r's method, target or Host, or "".
+func malformed(r *http.Request) string {
+	switch {
+	case !isToken(r.Method):
+		return "the method is not a token"
+	case !requestTarget(r.RequestURI):
+		return "the request target has a character outside visible ASCII, or a fragment"
+	case !httpguts.ValidHostHeader(r.Host):
+		return "invalid Host"
+	}
+	return ""
 }
 
 func listenHint(err error) error {
@@ -453,6 +490,10 @@ func (s *Server) validationRedirect(next http.Handler) http.Handler {
 }
 
 func (s *Server) serveHTTPS(w http.ResponseWriter, r *http.Request) {
+	if cc, _ := r.Context().Value(certConnKey{}).(*certConn); !cc.covers(r.Host) {
+		misdirected(w)
+		return
+	}
 	rt := s.router.Load()
 	site := rt.Lookup(r.Host)
 	if site == nil && rt.onDemand != nil && r.TLS != nil && strings.EqualFold(stripPort(r.Host), r.TLS.ServerName) {

@@ -11,6 +11,8 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // leanTransport is the upstream RoundTripper of the net/http paths (HTTP/2
@@ -50,7 +52,7 @@ func (t *leanTransport) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength > 0
 	replayable := !hasBody && idempotent([]byte(req.Method))
-	uc, reused, err := t.up.get(ctx, addr, !replayable)
+	uc, reused, err := t.up.get(ctx, addr)
 	if err != nil {
 		return nil, err // a *net.OpError "dial": Pool moves to the next upstream
 	}
@@ -82,16 +84,32 @@ func (t *leanTransport) roundTrip(req *http.Request) (*http.Response, error) {
 // send writes req to uc and reads the first response head that is not
 // 100 Continue; other informational answers go to the request's
 // httptrace Got1xxResponse, where ReverseProxy passes them on.
+//
+// Nothing is written that a strict HTTP/1.1 parser would read otherwise
+// than it is meant: the method must be a token, the target visible ASCII,
+// the host a valid Host value, header names tokens and values free of
+// control characters (as http.Transport checks). The server in front
+// refuses such requests first (Server.refuseMalformed); this is the
+// transport's own guarantee.
 func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody bool) error {
-	w := uc.bw
-	w.WriteString(req.Method)
-	w.WriteByte(' ')
-	w.WriteString(req.URL.RequestURI())
-	w.WriteString(" HTTP/1.1\r\nHost: ")
+	target := req.URL.RequestURI()
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
+	switch {
+	case !isToken(req.Method):
+		return fmt.Errorf("invalid method %q", req.Method)
+	case !requestTarget(target):
+		return fmt.Errorf("invalid request target %q", target)
+	case !httpguts.ValidHostHeader(host):
+		return fmt.Errorf("invalid Host %q", host)
+	}
+	w := uc.bw
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	w.WriteString(target)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(host)
 	w.WriteString("\r\n")
 	for name, values := range req.Header {
@@ -101,8 +119,11 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 		if name == "User-Agent" && len(values) == 1 && values[0] == "" {
 			continue // ReverseProxy's way of asking for none, as http.Transport reads it
 		}
+		if !isToken(name) {
+			return fmt.Errorf("invalid header name %q", name)
+		}
 		for _, v := range values {
-			if !fieldValue([]byte(v)) {
+			if !fieldValue(v) {
 				return fmt.Errorf("header %s: control character in the value", name)
 			}
 			w.WriteString(name)

@@ -41,15 +41,21 @@ type upConn struct {
 	addr   string
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	head   []byte  // the last response head read, reused
-	fields []field // its header lines
+	head   []byte // the last response head read, reused
 	idleAt time.Time
 }
 
 // get returns an idle connection to addr (reused true) or a new one.
-// mustBeOpen makes sure an idle one is still open (a non-blocking peek):
-// for a request that could not be sent again if the upstream had closed it.
-func (p *upstreamConns) get(ctx context.Context, addr string, mustBeOpen bool) (uc *upConn, reused bool, err error) {
+//
+// An idle connection is used only if nothing has arrived on it since it
+// was put back (a non-blocking peek): an upstream that sent more than its
+// answer (a body longer than its Content-Length, a body after HEAD, 204 or
+// 304, a second answer) would otherwise have those bytes read as the
+// answer to the next request, which may be another client's. The same
+// peek finds most connections the upstream closed while idle. net/http's
+// Transport learns both from the read loop it runs on every connection
+// ("Unsolicited response received on idle HTTP channel").
+func (p *upstreamConns) get(ctx context.Context, addr string) (uc *upConn, reused bool, err error) {
 	for {
 		p.mu.Lock()
 		list := p.idle[addr]
@@ -63,7 +69,7 @@ func (p *upstreamConns) get(ctx context.Context, addr string, mustBeOpen bool) (
 		list[len(list)-1] = nil
 		p.idle[addr] = list[:len(list)-1]
 		p.mu.Unlock()
-		if !mustBeOpen || stillOpen(uc.Conn) {
+		if quiet(uc.Conn) {
 			return uc, true, nil
 		}
 		uc.Close()
@@ -79,8 +85,14 @@ func (p *upstreamConns) dial(ctx context.Context, addr string) (*upConn, error) 
 	return &upConn{Conn: c, addr: addr, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
 }
 
-// put keeps uc for the next request to its address, or closes it.
+// put keeps uc for the next request to its address, or closes it. The
+// caller puts a connection back only when the exchange ended exactly on the
+// end of the answer; put itself closes one with bytes already read past it.
 func (p *upstreamConns) put(uc *upConn) {
+	if uc.br.Buffered() > 0 {
+		uc.Close() // the upstream sent more than the answer
+		return
+	}
 	uc.idleAt = time.Now()
 	p.mu.Lock()
 	if p.closed || len(p.idle[uc.addr]) >= p.maxIdle {
