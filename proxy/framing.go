@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"net/http"
 	"strconv"
 	"sync"
 )
@@ -126,6 +127,18 @@ type framing struct {
 	// tracker has seen what net/http would accept but must not pass on
 	// (see sniffConn.Read), or "".
 	refusal string
+}
+
+// bodyRefused reports whether r's connection had its bytes refused by its
+// framing tracker.
+func bodyRefused(r *http.Request) bool {
+	f, ok := r.Context().Value(framingKey{}).(*framing)
+	if !ok {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refusal != ""
 }
 
 // errRefusedFraming is what a connection's reads return once its framing

@@ -69,6 +69,18 @@ func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.Buffe
 				http.Error(w, "502 Bad Gateway: no upstream of this site is reachable", http.StatusBadGateway)
 				return
 			}
+			// (a refused body cancels the request before the transport
+			// sees why: net/http cancels it on any read error)
+			if errors.Is(err, errClientBody) || bodyRefused(r) {
+				// the request body was cut short or refused: the client's
+				// fault, and its connection cannot go on
+				log.Info("refused a request body", zap.String("path", r.URL.Path), zap.Error(err))
+				if r.ProtoMajor == 1 {
+					w.Header().Set("Connection", "close")
+				}
+				http.Error(w, "400 Bad Request: the request body was malformed or ended early", http.StatusBadRequest)
+				return
+			}
 			if r.Context().Err() != nil {
 				return // the client went away
 			}

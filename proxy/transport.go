@@ -142,7 +142,10 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 	}
 	w.WriteString("\r\n")
 	if hasBody {
-		if n, err := io.CopyN(w, req.Body, req.ContentLength); err != nil {
+		if n, err := io.CopyN(w, clientBody{req.Body}, req.ContentLength); err != nil {
+			if err == io.EOF {
+				err = fmt.Errorf("%w: shorter than its length", errClientBody)
+			}
 			return fmt.Errorf("send request body (%d of %d bytes): %w", n, req.ContentLength, err)
 		}
 	}
@@ -169,6 +172,18 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 			}
 		}
 	}
+}
+
+// clientBody marks the errors of reading a request body as the client's
+// (errClientBody), apart from those of writing it upstream.
+type clientBody struct{ r io.Reader }
+
+func (b clientBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", errClientBody, err)
+	}
+	return n, err
 }
 
 // header returns r's header lines as an http.Header; Transfer-Encoding is
