@@ -400,12 +400,18 @@ func (s *Server) refuseMalformed(next http.Handler) http.Handler {
 }
 
 // malformed says what is wrong with r's method, target or Host, or "".
+// A target must be in origin form (/path?query), in absolute form with an
+// http or https URL, or "*" for OPTIONS: net/http also takes "a:b" as a
+// URL whose opaque part ("b") would become the upstream's target.
 func malformed(r *http.Request) string {
 	switch {
 	case !isToken(r.Method):
 		return "the method is not a token"
 	case !requestTarget(r.RequestURI):
 		return "the request target has a character outside visible ASCII, or a fragment"
+	case !(r.RequestURI[0] == '/' || r.RequestURI == "*" && r.Method == http.MethodOptions ||
+		(r.URL.Scheme == "http" || r.URL.Scheme == "https") && r.URL.Opaque == "" && r.URL.Host != ""):
+		return "the request target is neither a path nor an http(s) URL"
 	case !httpguts.ValidHostHeader(r.Host):
 		return "invalid Host"
 	}

@@ -100,7 +100,7 @@ func proxySite(hosts []string, upstreams ...string) config.Site {
 	return config.Site{Hosts: hosts, Upstreams: upstreams}
 }
 
-func startServer(t *testing.T, cfg *config.Config) *testServer {
+func startServer(t testing.TB, cfg *config.Config) *testServer {
 	t.Helper()
 	c := certs(t)
 	srv, err := New(cfg, c, zap.NewNop())

@@ -42,8 +42,16 @@ func (r *strictRequest) get(name string) []string {
 // request's first byte is a clean end, io.ErrUnexpectedEOF a cut one.
 var errStrict = errors.New("strict HTTP/1.1")
 
+// errStrictFraming marks the refusals that concern where a message ends:
+// after one, a proxy must pass on nothing more of the connection.
+var errStrictFraming = fmt.Errorf("%w: framing", errStrict)
+
 func strictErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errStrict}, args...)...)
+}
+
+func framingErr(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errStrictFraming}, args...)...)
 }
 
 // readStrictLine reads one CRLF-terminated line, refusing a bare LF or CR.
@@ -154,20 +162,23 @@ func readStrictRequest(br *bufio.Reader) (*strictRequest, error) {
 		return nil, strictErr("%d Host fields", len(hosts))
 	}
 	cls, tes := r.get("Content-Length"), r.get("Transfer-Encoding")
+	for len(cls) > 1 && cls[0] == cls[1] {
+		cls = cls[1:] // identical copies are one (RFC 9110 §8.6)
+	}
 	switch {
 	case len(tes) > 0 && len(cls) > 0:
-		return nil, strictErr("Content-Length and Transfer-Encoding")
+		return nil, framingErr("Content-Length and Transfer-Encoding")
 	case len(tes) > 1 || len(tes) == 1 && !strings.EqualFold(tes[0], "chunked"):
-		return nil, strictErr("transfer coding %q", tes)
+		return nil, framingErr("transfer coding %q", tes)
 	case len(tes) == 1:
 		r.chunked = true
 		r.body, err = readStrictChunked(br)
 	case len(cls) > 1:
-		return nil, strictErr("%d Content-Length fields", len(cls))
+		return nil, framingErr("%d different Content-Length fields", len(cls))
 	case len(cls) == 1:
 		n, perr := strconv.ParseUint(cls[0], 10, 40)
 		if perr != nil || cls[0][0] == '+' {
-			return nil, strictErr("Content-Length %q", cls[0])
+			return nil, framingErr("Content-Length %q", cls[0])
 		}
 		r.body = make([]byte, n)
 		if _, err = io.ReadFull(br, r.body); err == io.EOF {
@@ -192,11 +203,12 @@ func readStrictChunked(br *bufio.Reader) ([]byte, error) {
 			return nil, err
 		}
 		size, ext, _ := strings.Cut(line, ";")
-		n, perr := strconv.ParseUint(size, 16, 40)
-		if perr != nil || size == "" || strings.ContainsAny(size, "+-xX") {
-			return nil, strictErr("chunk size %q", line)
+		digits := strings.TrimRight(size, " \t") // BWS before an extension
+		n, perr := strconv.ParseUint(digits, 16, 40)
+		if perr != nil || digits == "" || strings.ContainsAny(digits, "+-xX") {
+			return nil, framingErr("chunk size %q", line)
 		}
-		if !strictChunkExt(line[len(size):]) {
+		if !strictChunkExt(line[len(digits):]) {
 			return nil, strictErr("chunk extension %q", ext)
 		}
 		if n == 0 {
@@ -213,7 +225,7 @@ func readStrictChunked(br *bufio.Reader) ([]byte, error) {
 			return nil, err
 		}
 		if string(data[n:]) != "\r\n" {
-			return nil, strictErr("chunk data longer than its size")
+			return nil, framingErr("chunk data longer than its size")
 		}
 		body = append(body, data[:n]...)
 	}

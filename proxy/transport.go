@@ -100,7 +100,7 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 	switch {
 	case !isToken(req.Method):
 		return fmt.Errorf("invalid method %q", req.Method)
-	case !requestTarget(target):
+	case !requestTarget(target) || target[0] != '/' && target != "*":
 		return fmt.Errorf("invalid request target %q", target)
 	case !httpguts.ValidHostHeader(host):
 		return fmt.Errorf("invalid Host %q", host)
