@@ -40,15 +40,15 @@ func FuzzProxyDifferential(f *testing.F) {
 		cuts  uint64
 		plain bool
 	}{
-		{h1("GET", "/", "a", ""), 1, false},
-		{h1("POST", "/p", "a", "HEAD") + h1("GET", "/next", "b", ""), 0x3f, false},
-		{h1("POST", "/p", "a", "body") + h1("HEAD", "/h", "b", "") + h1("GET", "/g?x=1", "c", ""), 7, true},
-		{"POST /c HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\n" + h1("GET", "/after", "b", ""), 5, false},
+		{reqText("GET", "/", "a", ""), 1, false},
+		{reqText("POST", "/p", "a", "HEAD") + reqText("GET", "/next", "b", ""), 0x3f, false},
+		{reqText("POST", "/p", "a", "body") + reqText("HEAD", "/h", "b", "") + reqText("GET", "/g?x=1", "c", ""), 7, true},
+		{"POST /c HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\n" + reqText("GET", "/after", "b", ""), 5, false},
 		{"POST /s HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.example.com\r\n\r\n", 3, false},
-		{"POST /e HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3;\x00\r\nabc\r\n0\r\n\r\n" + h1("GET", "/hidden", "b", ""), 9, true},
-		{"GET /lf HTTP/1.1\nHost: app.example.com\n\n" + h1("GET", "/next", "b", ""), 2, false},
+		{"POST /e HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3;\x00\r\nabc\r\n0\r\n\r\n" + reqText("GET", "/hidden", "b", ""), 9, true},
+		{"GET /lf HTTP/1.1\nHost: app.example.com\n\n" + reqText("GET", "/next", "b", ""), 2, false},
 		{"GET http://app.example.com/abs HTTP/1.1\r\nHost: app.example.com\r\n\r\n", 11, false},
-		{"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n" + h1("GET", "/own", "b", ""), 13, false},
+		{"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n" + reqText("GET", "/own", "b", ""), 13, false},
 		{"GET / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi", 4, true},
 	} {
 		f.Add([]byte(seed.raw), seed.cuts, seed.plain)

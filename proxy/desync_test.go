@@ -262,8 +262,8 @@ func desyncConfig(up *desyncUpstream) *config.Config {
 	return testConfig(site)
 }
 
-// h1 builds an HTTP/1.1 request; extra are header lines without CRLF.
-func h1(method, target, seq, body string, extra ...string) string {
+// reqText builds an HTTP/1.1 request; extra are header lines without CRLF.
+func reqText(method, target, seq, body string, extra ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nX-Seq: %s\r\n", method, target, desyncHost, seq)
 	for _, e := range extra {
@@ -391,7 +391,7 @@ func freshClientsServed(t *testing.T, ts *testServer, up *desyncUpstream) {
 		rc := dialKind(t, ts, up, kind)
 		s1 := up.register("GET", "/after", "")
 		s2 := up.register("POST", "/after", "data")
-		rc.send(t, h1("GET", "/after", s1, ""), h1("POST", "/after", s2, "data"))
+		rc.send(t, reqText("GET", "/after", s1, ""), reqText("POST", "/after", s2, "data"))
 		ownAnswer(t, rc, "GET", s1)
 		ownAnswer(t, rc, "POST", s2)
 		rc.c.Close()
@@ -431,7 +431,7 @@ func TestDesyncEvilUpstream(t *testing.T) {
 					hc.c.Close()
 				} else {
 					rc := dialKind(t, ts, up, kind)
-					rc.send(t, h1(method, "/evil/"+mode, seq, ""))
+					rc.send(t, reqText(method, "/evil/"+mode, seq, ""))
 					resp, body := rc.answer(t, method)
 					notOthers(t, resp, body, seq)
 					rc.c.Close()
@@ -471,7 +471,7 @@ var desyncCases = []desyncCase{
 		for _, m := range []string{"POST", "PUT", "PATCH", "DELETE"} {
 			for _, body := range []string{"HEAD", "HEAD / HTTP/1.1\r\n\r\n", "GET "} {
 				seq := up.register(m, "/x", body)
-				req := h1(m, "/x", seq, body)
+				req := reqText(m, "/x", seq, body)
 				rc.send(t, req[:len(req)-len(body)], body)
 				ownAnswer(t, rc, m, seq)
 			}
@@ -479,7 +479,7 @@ var desyncCases = []desyncCase{
 	}},
 	{name: "head split at every byte", run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
 		seq := up.register("POST", "/split", "0123456789")
-		req := h1("POST", "/split", seq, "0123456789")
+		req := reqText("POST", "/split", seq, "0123456789")
 		var segs []string
 		for i := range len(req) {
 			segs = append(segs, req[i:i+1])
@@ -492,7 +492,7 @@ var desyncCases = []desyncCase{
 		s2 := up.register("POST", "/p2", "body")
 		s3 := up.register("HEAD", "/p3", "")
 		s4 := up.register("GET", "/p4?q=1", "")
-		rc.send(t, h1("GET", "/p1", s1, "")+h1("POST", "/p2", s2, "body")+h1("HEAD", "/p3", s3, "")+h1("GET", "/p4?q=1", s4, ""))
+		rc.send(t, reqText("GET", "/p1", s1, "")+reqText("POST", "/p2", s2, "body")+reqText("HEAD", "/p3", s3, "")+reqText("GET", "/p4?q=1", s4, ""))
 		ownAnswer(t, rc, "GET", s1)
 		ownAnswer(t, rc, "POST", s2)
 		ownAnswer(t, rc, "HEAD", s3)
@@ -501,21 +501,21 @@ var desyncCases = []desyncCase{
 	{name: "pipelined across records at odd places", run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
 		s1 := up.register("POST", "/q1", "abcdef")
 		s2 := up.register("GET", "/q2", "")
-		all := h1("POST", "/q1", s1, "abcdef") + h1("GET", "/q2", s2, "")
+		all := reqText("POST", "/q1", s1, "abcdef") + reqText("GET", "/q2", s2, "")
 		cut := strings.Index(all, "abc") + 2
 		rc.send(t, all[:cut], all[cut:cut+7], all[cut+7:])
 		ownAnswer(t, rc, "POST", s1)
 		ownAnswer(t, rc, "GET", s2)
 	}},
 	{name: "a request in a body", run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
-		hidden := h1("GET", "/hidden", unregistered(), "")
+		hidden := reqText("GET", "/hidden", unregistered(), "")
 		seq := up.register("POST", "/carrier", hidden)
-		rc.send(t, h1("POST", "/carrier", seq, hidden))
+		rc.send(t, reqText("POST", "/carrier", seq, hidden))
 		ownAnswer(t, rc, "POST", seq)
 	}},
 	{name: "Content-Length and chunked", run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
 		seq, hidden := unregistered(), unregistered()
-		smuggled := "0\r\n\r\n" + h1("GET", "/smuggled", hidden, "")
+		smuggled := "0\r\n\r\n" + reqText("GET", "/smuggled", hidden, "")
 		rc.send(t, fmt.Sprintf("POST /cl-te HTTP/1.1\r\nHost: %s\r\nX-Seq: %s\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s", desyncHost, seq, len(smuggled), smuggled))
 		refusedNotSent(t, rc, up, seq)
 		if up.reached(hidden) {
@@ -530,7 +530,7 @@ var desyncCases = []desyncCase{
 	{name: "control character in a chunk extension", run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
 		seq, hidden := unregistered(), unregistered()
 		rc.send(t, fmt.Sprintf("POST /ext HTTP/1.1\r\nHost: %s\r\nX-Seq: %s\r\nTransfer-Encoding: chunked\r\n\r\n", desyncHost, seq),
-			"3;a=\x00\r\nabc\r\n0\r\n\r\n"+h1("GET", "/hidden", hidden, ""))
+			"3;a=\x00\r\nabc\r\n0\r\n\r\n"+reqText("GET", "/hidden", hidden, ""))
 		resp, body := rc.answer(t, "POST")
 		notOthers(t, resp, body, seq)
 		if resp != nil && resp.StatusCode < 400 {
@@ -566,7 +566,7 @@ var desyncCases = []desyncCase{
 	}},
 	{name: "obs-fold Transfer-Encoding", run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
 		seq, hidden := unregistered(), unregistered()
-		smuggled := "0\r\n\r\n" + h1("GET", "/smuggled", hidden, "")
+		smuggled := "0\r\n\r\n" + reqText("GET", "/smuggled", hidden, "")
 		rc.send(t, fmt.Sprintf("POST /fold HTTP/1.1\r\nHost: %s\r\nX-Seq: %s\r\nContent-Length: %d\r\nTransfer-Encoding:\r\n chunked\r\n\r\n%s", desyncHost, seq, len(smuggled), smuggled))
 		refusedNotSent(t, rc, up, seq)
 		if up.reached(hidden) {
@@ -575,7 +575,7 @@ var desyncCases = []desyncCase{
 	}},
 	{name: "Expect 100-continue", run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
 		seq := up.register("POST", "/expect", "hello")
-		req := h1("POST", "/expect", seq, "hello", "Expect: 100-continue")
+		req := reqText("POST", "/expect", seq, "hello", "Expect: 100-continue")
 		rc.send(t, req[:len(req)-5])
 		resp, _ := rc.answer(t, "POST")
 		if resp == nil || resp.StatusCode != 100 {
@@ -586,7 +586,7 @@ var desyncCases = []desyncCase{
 	}},
 	{name: "Host the certificate does not cover", kinds: []string{"fast", "handoff"}, run: func(t *testing.T, rc *rawClient, up *desyncUpstream) {
 		seq := unregistered()
-		rc.send(t, strings.Replace(h1("GET", "/misdirected", seq, ""), "Host: "+desyncHost, "Host: "+otherHost, 1))
+		rc.send(t, strings.Replace(reqText("GET", "/misdirected", seq, ""), "Host: "+desyncHost, "Host: "+otherHost, 1))
 		resp, _ := rc.answer(t, "GET")
 		if resp == nil || resp.StatusCode != http.StatusMisdirectedRequest {
 			t.Fatalf("want 421, got %v", resp)
@@ -596,7 +596,7 @@ var desyncCases = []desyncCase{
 		}
 		// another name of the same certificate is served (coalescing)
 		s2 := up.register("GET", "/coalesced", "")
-		rc.send(t, strings.Replace(h1("GET", "/coalesced", s2, ""), "Host: "+desyncHost, "Host: b.example.com", 1))
+		rc.send(t, strings.Replace(reqText("GET", "/coalesced", s2, ""), "Host: "+desyncHost, "Host: b.example.com", 1))
 		ownAnswer(t, rc, "GET", s2)
 	}},
 }

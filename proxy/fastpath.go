@@ -18,6 +18,8 @@ import (
 	"unsafe"
 
 	"go.uber.org/zap"
+
+	"github.com/portico-proxy/portico/proxy/h1"
 )
 
 // The HTTP/1.1 fast path serves keep-alive HTTPS requests that a site
@@ -52,7 +54,7 @@ const (
 type fastServer struct {
 	s       *Server
 	lim     limits
-	up      *upstreamConns
+	up      *h1.Conns
 	handoff func(net.Conn) // gives a connection to net/http's server
 	ctx     context.Context
 
@@ -66,7 +68,7 @@ type fastServer struct {
 	readers, writers sync.Pool
 }
 
-func newFastServer(ctx context.Context, s *Server, lim limits, up *upstreamConns) *fastServer {
+func newFastServer(ctx context.Context, s *Server, lim limits, up *h1.Conns) *fastServer {
 	f := &fastServer{s: s, lim: lim, up: up, ctx: ctx, conns: map[*fastConn]struct{}{}}
 	f.readers.New = func() any { return bufio.NewReaderSize(nil, 4<<10) }
 	f.writers.New = func() any { return bufio.NewWriterSize(nil, 4<<10) }
@@ -78,14 +80,14 @@ type fastConn struct {
 	tc       *tls.Conn
 	cc       *certConn // under tc: the certificate presented
 	state    atomic.Int32
-	upstream atomic.Pointer[upConn] // in use, for a forced close
-	peer     netip.Addr             // the client's address, for trusted_proxies
-	peerIP   string                 // the same, for X-Forwarded-For
+	upstream atomic.Pointer[h1.Conn] // in use, for a forced close
+	peer     netip.Addr              // the client's address, for trusted_proxies
+	peerIP   string                  // the same, for X-Forwarded-For
 	sni      string
 	br       *bufio.Reader
 	bw       *bufio.Writer
-	req      reqHead
-	resp     respHead
+	req      h1.RequestHead
+	resp     h1.ResponseHead
 	// logPath is the request's path, copied before its body is read
 	// (which may overwrite the head's bytes), for log lines after it.
 	logPath []byte
@@ -134,7 +136,7 @@ func (f *fastServer) serve(tc *tls.Conn) {
 			return // a timeout or a broken connection: closed without an answer, as net/http does
 		}
 		var site *Site
-		if ok && c.req.parse(c.head(n)) {
+		if ok && c.req.Parse(c.head(n)) {
 			site = f.route(c)
 		}
 		if site == nil {
@@ -174,7 +176,7 @@ func (c *fastConn) head(n int) []byte {
 func (c *fastConn) readHead() (n int, ok bool, err error) {
 	for {
 		b := c.head(c.br.Buffered())
-		n, odd := headLen(b)
+		n, odd := h1.HeadLen(b)
 		switch {
 		case odd:
 			return 0, false, nil
@@ -195,7 +197,7 @@ func (f *fastServer) route(c *fastConn) *Site {
 	rt := f.s.router.Load()
 	// Lookup keeps no reference to the string, which aliases the read
 	// buffer only while this request is routed.
-	host := unsafe.String(&c.req.host[0], len(c.req.host))
+	host := unsafe.String(&c.req.Host[0], len(c.req.Host))
 	if !c.cc.covers(host) {
 		return nil // net/http answers 421 (Server.serveHTTPS)
 	}
@@ -220,7 +222,7 @@ func (f *fastServer) handOff(c *fastConn) {
 	f.untrack(c) // net/http's Shutdown drains it from now on
 	f.handedOff.Add(1)
 	rc := &replayConn{Conn: c.tc, pending: pending}
-	f.handoff(&tlsSniffConn{sniffConn: &sniffConn{Conn: rc, frames: newFraming(f.lim.headLimit())}, tls: c.tc})
+	f.handoff(&tlsSniffConn{sniffConn: &sniffConn{Conn: rc, frames: h1.NewFraming(f.lim.headLimit())}, tls: c.tc})
 }
 
 // replayConn is a connection whose first reads return bytes already read
@@ -319,18 +321,18 @@ func (f *fastServer) exchange(c *fastConn, site *Site, n int) bool {
 func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	h := &c.req
 	// decided now: h's slices are not valid once the body is read (send)
-	isHead := string(h.method) == "HEAD"
-	c.logPath = append(c.logPath[:0], pathOf(h.uri)...)
-	keep := !h.close
+	isHead := string(h.Method) == "HEAD"
+	c.logPath = append(c.logPath[:0], pathOf(h.URI)...)
+	keep := !h.Close
 	// A request without a body to an idempotent method can be sent again
 	// on a new connection when a pooled one turns out to have been closed
 	// by the upstream, as net/http's Transport does.
-	replayable := h.contentLength <= 0 && idempotent(h.method)
+	replayable := h.ContentLength <= 0 && h1.Idempotent(h.Method)
 	uc, reused, failures := f.connect(site.pool)
 	if uc == nil {
 		site.logger.Error("every upstream is down", zap.Strings("upstreams", failures))
 		// the request body, if any, is unread: the connection ends
-		keep = keep && h.contentLength <= 0
+		keep = keep && h.ContentLength <= 0
 		c.br.Discard(n)
 		return f.sendError(c, site, 502, "502 Bad Gateway: no upstream of this site is reachable", keep), keep
 	}
@@ -343,46 +345,46 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 			break
 		}
 		uc.Close()
-		if !reused || !replayable || !c.resp.nothingRead {
+		if !reused || !replayable || !c.resp.NothingRead {
 			break
 		}
 		// the pooled connection had been closed by the upstream while
 		// idle: once more, on a new one
 		reused = false
-		if uc, err = f.up.dial(f.ctx, uc.addr); err != nil {
+		if uc, err = f.up.Dial(f.ctx, uc.Addr); err != nil {
 			break
 		}
 		c.upstream.Store(uc)
 	}
-	if h.contentLength <= 0 {
+	if h.ContentLength <= 0 {
 		c.br.Discard(n) // send left the head for a second try
 	}
-	for err == nil && c.resp.status < 200 {
-		if c.resp.status == 101 {
+	for err == nil && c.resp.Status < 200 {
+		if c.resp.Status == 101 {
 			uc.Close()
 			err = errors.New("101 Switching Protocols to a request that asked for no upgrade")
 			break
 		}
 		// informational answers (103 Early Hints) go on to the client;
 		// 100 Continue does not, as no Expect was sent
-		if c.resp.status != 100 {
+		if c.resp.Status != 100 {
 			writeResponseHead(c.bw, &c.resp, site, true, true)
 			if err := c.bw.Flush(); err != nil {
 				uc.Close()
 				return 0, false
 			}
 		}
-		if err = uc.readResponse(&c.resp, isHead); err != nil {
+		if err = uc.ReadResponse(&c.resp, isHead); err != nil {
 			uc.Close()
 		}
 	}
 	if err != nil {
-		if errors.Is(err, errClientBody) {
+		if errors.Is(err, h1.ErrClientBody) {
 			return 0, false // the client went away in the middle of its body
 		}
 		site.logger.Warn("upstream request failed", zap.ByteString("path", c.logPath), zap.Error(err))
 		// a body may be left half read: then the connection ends
-		keep = keep && h.contentLength <= 0
+		keep = keep && h.ContentLength <= 0
 		return f.sendError(c, site, 502, "502 Bad Gateway: the upstream did not answer", keep), keep
 	}
 	r := &c.resp
@@ -390,28 +392,28 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	writeResponseHead(c.bw, r, site, false, keep)
 	var rerr, werr error
 	switch {
-	case r.bodyless:
-	case r.chunked:
-		rerr, werr = relayChunked(c.bw, uc.br)
-	case r.contentLength >= 0:
-		rerr, werr = pipe(c.bw, uc.br, r.contentLength)
+	case r.Bodyless:
+	case r.Chunked:
+		rerr, werr = h1.RelayChunked(c.bw, uc.Reader)
+	case r.ContentLength >= 0:
+		rerr, werr = h1.Pipe(c.bw, uc.Reader, r.ContentLength)
 	default:
-		rerr, werr = pipeChunking(c.bw, uc.br)
+		rerr, werr = h1.PipeChunking(c.bw, uc.Reader)
 	}
 	switch {
 	case rerr != nil:
 		uc.Close()
 		site.logger.Warn("upstream read error during body copy", zap.ByteString("path", c.logPath), zap.Error(rerr))
-		return r.status, false // the client sees the answer cut short
+		return r.Status, false // the client sees the answer cut short
 	case werr != nil:
 		uc.Close()
-		return r.status, false
-	case r.close:
+		return r.Status, false
+	case r.Close:
 		uc.Close()
 	default:
-		f.up.put(uc)
+		f.up.Put(uc)
 	}
-	return r.status, keep
+	return r.Status, keep
 }
 
 // send writes the request whose head, n bytes, is at the front of the
@@ -425,40 +427,37 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 // arrives in a read of its own. A body "HEAD" in its own TLS record once
 // made a POST's answer be relayed as a HEAD's, leaving its body in a
 // pooled upstream connection for the next client to receive.
-func (f *fastServer) send(c *fastConn, site *Site, uc *upConn, n int, isHead bool) error {
+func (f *fastServer) send(c *fastConn, site *Site, uc *h1.Conn, n int, isHead bool) error {
 	h := &c.req
-	c.resp.nothingRead = false
-	writeRequestHead(uc.bw, h, c, site)
-	if h.contentLength > 0 {
+	c.resp.NothingRead = false
+	writeRequestHead(uc.Writer, h, c, site)
+	if h.ContentLength > 0 {
 		c.br.Discard(n)
-		rerr, werr := pipe(uc.bw, c.br, h.contentLength)
+		rerr, werr := h1.Pipe(uc.Writer, c.br, h.ContentLength)
 		if rerr != nil {
-			return fmt.Errorf("%w: %w", errClientBody, rerr)
+			return fmt.Errorf("%w: %w", h1.ErrClientBody, rerr)
 		}
 		if werr != nil {
 			return fmt.Errorf("send request body: %w", werr)
 		}
 	}
-	if err := uc.bw.Flush(); err != nil {
-		c.resp.nothingRead = true // a write to a connection the upstream closed
+	if err := uc.Writer.Flush(); err != nil {
+		c.resp.NothingRead = true // a write to a connection the upstream closed
 		return fmt.Errorf("send request: %w", err)
 	}
-	return uc.readResponse(&c.resp, isHead)
+	return uc.ReadResponse(&c.resp, isHead)
 }
-
-// errClientBody marks a request body the client did not send whole.
-var errClientBody = errors.New("client request body")
 
 // connect returns a connection to the next upstream of p in turn (reused
 // when it comes from the pool), moving on when a dial fails, or nil and
 // why each failed.
-func (f *fastServer) connect(p *Pool) (*upConn, bool, []string) {
+func (f *fastServer) connect(p *Pool) (*h1.Conn, bool, []string) {
 	count := uint64(len(p.addrs))
 	start := p.next.Add(1)
 	var failures []string
 	for i := uint64(0); i < count; i++ {
 		addr := p.addrs[(start+i)%count]
-		uc, reused, err := f.up.get(f.ctx, addr)
+		uc, reused, err := f.up.Get(f.ctx, addr)
 		if err == nil {
 			return uc, reused, nil
 		}
@@ -472,7 +471,7 @@ func (f *fastServer) connect(p *Pool) (*upConn, bool, []string) {
 func (f *fastServer) sendError(c *fastConn, site *Site, code int, msg string, keep bool) int {
 	w := c.bw
 	w.WriteString("HTTP/1.1 ")
-	w.Write(appendInt(w.AvailableBuffer(), int64(code)))
+	w.Write(h1.AppendInt(w.AvailableBuffer(), int64(code)))
 	w.WriteString(" ")
 	w.WriteString(http.StatusText(code))
 	w.WriteString("\r\n")
@@ -482,7 +481,7 @@ func (f *fastServer) sendError(c *fastConn, site *Site, code int, msg string, ke
 		w.WriteString("\r\n")
 	}
 	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ")
-	w.Write(appendInt(w.AvailableBuffer(), int64(len(msg)+1)))
+	w.Write(h1.AppendInt(w.AvailableBuffer(), int64(len(msg)+1)))
 	if !keep {
 		w.WriteString("\r\nConnection: close")
 	}
@@ -492,15 +491,6 @@ func (f *fastServer) sendError(c *fastConn, site *Site, code int, msg string, ke
 	return code
 }
 
-// idempotent reports whether a request to method may be sent twice.
-func idempotent(method []byte) bool {
-	switch string(method) {
-	case "GET", "HEAD", "OPTIONS", "TRACE":
-		return true
-	}
-	return false
-}
-
 // pathOf is the path of a request target, for logs (the query may hold
 // secrets).
 func pathOf(uri []byte) []byte {
@@ -508,33 +498,4 @@ func pathOf(uri []byte) []byte {
 		return uri[:i]
 	}
 	return uri
-}
-
-// appendInt appends n in decimal.
-func appendInt(b []byte, n int64) []byte {
-	if n == 0 {
-		return append(b, '0')
-	}
-	var d [20]byte
-	i := len(d)
-	for ; n > 0; n /= 10 {
-		i--
-		d[i] = byte('0' + n%10)
-	}
-	return append(b, d[i:]...)
-}
-
-// appendHex appends n in lower-case hex, for chunk sizes.
-func appendHex(b []byte, n int64) []byte {
-	const hexDigits = "0123456789abcdef"
-	if n == 0 {
-		return append(b, '0')
-	}
-	var d [16]byte
-	i := len(d)
-	for ; n > 0; n >>= 4 {
-		i--
-		d[i] = hexDigits[n&15]
-	}
-	return append(b, d[i:]...)
 }

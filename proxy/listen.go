@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"time"
+
+	"github.com/portico-proxy/portico/proxy/h1"
 )
 
 // The listener stacks:
@@ -85,7 +88,7 @@ func closeWrite(c net.Conn) error {
 // sniffConn is a client connection whose reads feed a framing tracker.
 type sniffConn struct {
 	net.Conn
-	frames *framing
+	frames *h1.Framing
 }
 
 // Read passes on what it reads after the tracker has seen it. Once the
@@ -95,8 +98,8 @@ type sniffConn struct {
 func (c *sniffConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		if why := c.frames.feed(p[:n]); why != "" {
-			return 0, fmt.Errorf("%w: %s", errRefusedFraming, why)
+		if why := c.frames.Feed(p[:n]); why != "" {
+			return 0, fmt.Errorf("%w: %s", h1.ErrRefusedFraming, why)
 		}
 	}
 	return n, err
@@ -125,7 +128,7 @@ func (l *framingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sniffConn{Conn: c, frames: newFraming(l.headLimit)}, nil
+	return &sniffConn{Conn: c, frames: h1.NewFraming(l.headLimit)}, nil
 }
 
 // framingKey is the context key of a connection's framing tracker.
@@ -259,7 +262,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 			l.http1(tc)
 			return
 		}
-		c = &tlsSniffConn{sniffConn: &sniffConn{Conn: tc, frames: newFraming(l.headLimit)}, tls: tc}
+		c = &tlsSniffConn{sniffConn: &sniffConn{Conn: tc, frames: h1.NewFraming(l.headLimit)}, tls: tc}
 	}
 	l.deliver(c)
 }
@@ -281,4 +284,14 @@ func looksLikeHTTP(hdr [5]byte) bool {
 		return true
 	}
 	return false
+}
+
+// bodyRefused reports whether r's connection had its bytes refused by its
+// framing tracker.
+func bodyRefused(r *http.Request) bool {
+	f, ok := r.Context().Value(framingKey{}).(*h1.Framing)
+	if !ok {
+		return false
+	}
+	return f.Refused()
 }

@@ -30,6 +30,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/portico-proxy/portico/config"
+
+	"github.com/portico-proxy/portico/proxy/h1"
 )
 
 // Certificates is what the proxy needs from the certificate manager.
@@ -44,8 +46,8 @@ type Server struct {
 	logger    *zap.Logger
 	certs     Certificates
 	transport *http.Transport // for what leanTransport leaves to it
-	upConns   *upstreamConns  // pooled upstream connections of every path
-	lean      *leanTransport  // the upstream transport of the net/http paths
+	upConns   *h1.Conns       // pooled upstream connections of every path
+	lean      *h1.Transport   // the upstream transport of the net/http paths
 	buffers   *bufferPool     // body copy buffers, shared by every site
 	router    atomic.Pointer[Router]
 
@@ -75,14 +77,14 @@ func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, e
 		logger:    logger,
 		certs:     certs,
 		transport: newTransport(),
-		upConns:   newUpstreamConns(),
+		upConns:   h1.NewConns(),
 		buffers:   newBufferPool(),
 		httpAddr:  cfg.Listen.HTTP,
 		httpsAddr: cfg.Listen.HTTPS,
 		listen:    cfg.Listen,
 		serveErr:  make(chan error, 2),
 	}
-	s.lean = &leanTransport{up: s.upConns, fallback: s.transport}
+	s.lean = &h1.Transport{Conns: s.upConns, Fallback: s.transport}
 	if err := s.Swap(cfg); err != nil {
 		return nil, err
 	}
@@ -286,7 +288,7 @@ func (s *Server) Start() error {
 	https.TLSConfig = s.TLSConfig()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.fast, s.stopFast = newFastServer(ctx, s, lim, s.upConns), cancel
-	go s.upConns.run(ctx)
+	go s.upConns.Run(ctx)
 	tl := newTLSListener(limit(ln), s.TLSConfig(), lim.headerTimeout, lim.headLimit(), httpsLog.Printf, s.fast.serve)
 	s.fast.handoff = tl.deliver
 	s.servers = append(s.servers, https)
@@ -374,9 +376,9 @@ func (s *Server) refuseMalformed(next http.Handler) http.Handler {
 			http.Error(w, "400 Bad Request: "+why, http.StatusBadRequest)
 			return
 		}
-		if f, ok := r.Context().Value(framingKey{}).(*framing); ok && r.ProtoMajor == 1 {
-			if head, ok := f.claim(r.Method, r.RequestURI, r.Proto); ok {
-				if why := head.ambiguity(); why != "" {
+		if f, ok := r.Context().Value(framingKey{}).(*h1.Framing); ok && r.ProtoMajor == 1 {
+			if head, ok := f.Claim(r.Method, r.RequestURI, r.Proto); ok {
+				if why := head.Ambiguity(); why != "" {
 					s.logger.Info("refused a request with ambiguous framing", zap.String("reason", why),
 						zap.String("remote", r.RemoteAddr), zap.String("host", r.Host))
 					w.Header().Set("Connection", "close")
@@ -405,9 +407,9 @@ func (s *Server) refuseMalformed(next http.Handler) http.Handler {
 // URL whose opaque part ("b") would become the upstream's target.
 func malformed(r *http.Request) string {
 	switch {
-	case !isToken(r.Method):
+	case !h1.IsToken(r.Method):
 		return "the method is not a token"
-	case !requestTarget(r.RequestURI):
+	case !h1.ValidTarget(r.RequestURI):
 		return "the request target has a character outside visible ASCII, or a fragment"
 	case !(r.RequestURI[0] == '/' || r.RequestURI == "*" && r.Method == http.MethodOptions ||
 		(r.URL.Scheme == "http" || r.URL.Scheme == "https") && r.URL.Opaque == "" && r.URL.Host != ""):

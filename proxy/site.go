@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+
+	"github.com/portico-proxy/portico/proxy/h1"
 )
 
 // Site serves one [[site]]: a fixed answer or its upstream pool, with HSTS
@@ -71,7 +73,7 @@ func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.Buffe
 			}
 			// (a refused body cancels the request before the transport
 			// sees why: net/http cancels it on any read error)
-			if errors.Is(err, errClientBody) || bodyRefused(r) {
+			if errors.Is(err, h1.ErrClientBody) || bodyRefused(r) {
 				// the request body was cut short or refused: the client's
 				// fault, and its connection cannot go on
 				log.Info("refused a request body", zap.String("path", r.URL.Path), zap.Error(err))

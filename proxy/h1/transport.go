@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -15,10 +15,10 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// leanTransport is the upstream RoundTripper of the net/http paths (HTTP/2
-// clients, and HTTP/1.x connections the fast path handed over): a request
-// it can send plainly goes over the fast path's pooled upstream
-// connections, written and read on the caller's goroutine. http.Transport
+// Transport is the upstream RoundTripper of proxy's net/http paths
+// (HTTP/2 clients, and HTTP/1.x connections the fast path handed over): a
+// request it can send plainly goes over the pooled upstream connections
+// (Conns), written and read on the caller's goroutine. http.Transport
 // runs two goroutines per upstream connection and passes every request
 // and response between them; under HTTP/2 load (128 streams at once) they
 // cost about a third of the CPU per request and several MiB of stacks and
@@ -27,15 +27,17 @@ import (
 // What it does not do itself goes to http.Transport, which is proven for
 // it: https upstreams, protocol upgrades (websockets), Expect:
 // 100-continue, and request bodies of unknown length.
-type leanTransport struct {
-	up       *upstreamConns
-	fallback http.RoundTripper
+type Transport struct {
+	// Conns are the pooled upstream connections.
+	Conns *Conns
+	// Fallback sends what Transport does not (http.Transport).
+	Fallback http.RoundTripper
 }
 
-func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "http" || req.ContentLength < 0 || req.Method == http.MethodConnect ||
 		req.Header["Upgrade"] != nil || req.Header["Expect"] != nil {
-		return t.fallback.RoundTrip(req)
+		return t.Fallback.RoundTrip(req)
 	}
 	res, err := t.roundTrip(req)
 	if req.Body != nil {
@@ -44,19 +46,19 @@ func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return res, err
 }
 
-func (t *leanTransport) roundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	addr := req.URL.Host
 	if req.URL.Port() == "" {
 		addr += ":80"
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength > 0
-	replayable := !hasBody && idempotent([]byte(req.Method))
-	uc, reused, err := t.up.get(ctx, addr)
+	replayable := !hasBody && Idempotent([]byte(req.Method))
+	uc, reused, err := t.Conns.Get(ctx, addr)
 	if err != nil {
 		return nil, err // a *net.OpError "dial": Pool moves to the next upstream
 	}
-	r := &respHead{}
+	r := &ResponseHead{}
 	for {
 		// a canceled request (the client went away) ends its connection
 		stop := context.AfterFunc(ctx, func() { uc.Close() })
@@ -69,12 +71,12 @@ func (t *leanTransport) roundTrip(req *http.Request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !reused || !replayable || !r.nothingRead {
+		if !reused || !replayable || !r.NothingRead {
 			return nil, err
 		}
 		// the pooled connection had been closed by the upstream while
 		// idle: once more, on a new one
-		if uc, err = t.up.dial(ctx, addr); err != nil {
+		if uc, err = t.Conns.Dial(ctx, addr); err != nil {
 			return nil, err
 		}
 		reused = false
@@ -89,23 +91,23 @@ func (t *leanTransport) roundTrip(req *http.Request) (*http.Response, error) {
 // than it is meant: the method must be a token, the target visible ASCII,
 // the host a valid Host value, header names tokens and values free of
 // control characters (as http.Transport checks). The server in front
-// refuses such requests first (Server.refuseMalformed); this is the
+// refuses such requests first (proxy.Server.refuseMalformed); this is the
 // transport's own guarantee.
-func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody bool) error {
+func (t *Transport) send(uc *Conn, req *http.Request, r *ResponseHead, hasBody bool) error {
 	target := req.URL.RequestURI()
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
 	switch {
-	case !isToken(req.Method):
+	case !IsToken(req.Method):
 		return fmt.Errorf("invalid method %q", req.Method)
-	case !requestTarget(target) || target[0] != '/' && target != "*":
+	case !ValidTarget(target) || target[0] != '/' && target != "*":
 		return fmt.Errorf("invalid request target %q", target)
 	case !httpguts.ValidHostHeader(host):
 		return fmt.Errorf("invalid Host %q", host)
 	}
-	w := uc.bw
+	w := uc.Writer
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
 	w.WriteString(target)
@@ -119,11 +121,11 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 		if name == "User-Agent" && len(values) == 1 && values[0] == "" {
 			continue // ReverseProxy's way of asking for none, as http.Transport reads it
 		}
-		if !isToken(name) {
+		if !IsToken(name) {
 			return fmt.Errorf("invalid header name %q", name)
 		}
 		for _, v := range values {
-			if !fieldValue(v) {
+			if !ValidFieldValue(v) {
 				return fmt.Errorf("header %s: control character in the value", name)
 			}
 			w.WriteString(name)
@@ -135,7 +137,7 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 	switch {
 	case hasBody:
 		w.WriteString("Content-Length: ")
-		w.Write(appendInt(w.AvailableBuffer(), req.ContentLength))
+		w.Write(AppendInt(w.AvailableBuffer(), req.ContentLength))
 		w.WriteString("\r\n")
 	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
 		w.WriteString("Content-Length: 0\r\n") // as http.Transport does
@@ -144,29 +146,29 @@ func (t *leanTransport) send(uc *upConn, req *http.Request, r *respHead, hasBody
 	if hasBody {
 		if n, err := io.CopyN(w, clientBody{req.Body}, req.ContentLength); err != nil {
 			if err == io.EOF {
-				err = fmt.Errorf("%w: shorter than its length", errClientBody)
+				err = fmt.Errorf("%w: shorter than its length", ErrClientBody)
 			}
 			return fmt.Errorf("send request body (%d of %d bytes): %w", n, req.ContentLength, err)
 		}
 	}
-	r.nothingRead = false
+	r.NothingRead = false
 	if err := w.Flush(); err != nil {
-		r.nothingRead = true
+		r.NothingRead = true
 		return fmt.Errorf("send request: %w", err)
 	}
 	isHead := req.Method == http.MethodHead
 	for {
-		if err := uc.readResponse(r, isHead); err != nil {
+		if err := uc.ReadResponse(r, isHead); err != nil {
 			return err
 		}
 		switch {
-		case r.status >= 200:
+		case r.Status >= 200:
 			return nil
-		case r.status == 101:
+		case r.Status == 101:
 			return errors.New("101 Switching Protocols to a request that asked for no upgrade")
-		case r.status != 100:
+		case r.Status != 100:
 			if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-				if err := trace.Got1xxResponse(r.status, textproto.MIMEHeader(r.header(false))); err != nil {
+				if err := trace.Got1xxResponse(r.Status, textproto.MIMEHeader(r.header(false))); err != nil {
 					return err
 				}
 			}
@@ -181,49 +183,49 @@ type clientBody struct{ r io.Reader }
 func (b clientBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
-		err = fmt.Errorf("%w: %w", errClientBody, err)
+		err = fmt.Errorf("%w: %w", ErrClientBody, err)
 	}
 	return n, err
 }
 
 // header returns r's header lines as an http.Header; Transfer-Encoding is
 // left out (the body is decoded) and, with trailers, Trailer too.
-func (r *respHead) header(chunked bool) http.Header {
-	h := make(http.Header, len(r.fields))
-	for _, f := range r.fields {
-		if f.kind == hkTransferEncoding || (f.kind == hkContentLength && chunked) {
+func (r *ResponseHead) header(chunked bool) http.Header {
+	h := make(http.Header, len(r.Fields))
+	for _, f := range r.Fields {
+		if f.Kind == KindTransferEncoding || (f.Kind == KindContentLength && chunked) {
 			continue
 		}
-		key := textproto.CanonicalMIMEHeaderKey(string(f.name))
-		h[key] = append(h[key], string(f.value))
+		key := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+		h[key] = append(h[key], string(f.Value))
 	}
 	return h
 }
 
 // response builds the http.Response for the head in r; its body reads the
 // rest from uc, which goes back to the pool once the body is read whole.
-func (t *leanTransport) response(req *http.Request, uc *upConn, r *respHead, stop func() bool) (*http.Response, error) {
+func (t *Transport) response(req *http.Request, uc *Conn, r *ResponseHead, stop func() bool) (*http.Response, error) {
 	res := &http.Response{
-		Status:        string(r.line),
-		StatusCode:    r.status,
+		Status:        string(r.Line),
+		StatusCode:    r.Status,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        r.header(r.chunked),
-		ContentLength: r.contentLength,
-		Close:         r.close,
+		Header:        r.header(r.Chunked),
+		ContentLength: r.ContentLength,
+		Close:         r.Close,
 		Request:       req,
 	}
-	b := &leanBody{t: t, uc: uc, stop: stop, reuse: !r.close, remain: r.contentLength}
+	b := &leanBody{t: t, uc: uc, stop: stop, reuse: !r.Close, remain: r.ContentLength}
 	switch {
-	case r.bodyless, r.contentLength == 0 && !r.chunked:
+	case r.Bodyless, r.ContentLength == 0 && !r.Chunked:
 		b.finish()
 		res.Body = http.NoBody
 		if req.Method != http.MethodHead {
 			res.ContentLength = 0
 		}
 		return res, nil
-	case r.chunked:
+	case r.Chunked:
 		res.TransferEncoding = []string{"chunked"}
 		res.ContentLength = -1
 		b.chunked, b.remain = true, 0
@@ -236,7 +238,7 @@ func (t *leanTransport) response(req *http.Request, uc *upConn, r *respHead, sto
 			}
 		}
 		b.trailer = res.Trailer
-	case r.contentLength < 0:
+	case r.ContentLength < 0:
 		b.untilEOF = true
 	}
 	res.Body = b
@@ -257,8 +259,8 @@ func splitList(v string) []string {
 // leanBody reads a response body from its upstream connection: remain
 // bytes, chunks, or until the upstream closes.
 type leanBody struct {
-	t     *leanTransport
-	uc    *upConn
+	t     *Transport
+	uc    *Conn
 	stop  func() bool // unregisters the request's cancel hook
 	reuse bool        // the connection may serve another request once done
 
@@ -282,7 +284,7 @@ func (b *leanBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	br := b.uc.br
+	br := b.uc.Reader
 	if b.chunked && b.remain == 0 {
 		if err := b.nextChunk(br); err != nil {
 			return 0, b.fail(err)
@@ -347,7 +349,7 @@ func (b *leanBody) nextChunk(br *bufio.Reader) error {
 func (b *leanBody) finish() {
 	b.done = true
 	if b.stop() && b.reuse {
-		b.t.up.put(b.uc)
+		b.t.Conns.Put(b.uc)
 		return
 	}
 	b.uc.Close()

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -8,40 +8,39 @@ import (
 	"time"
 )
 
-// upstreamConns keeps the fast path's idle HTTP/1.1 connections to
-// upstreams, by address, shared by every site so that they survive reloads
-// (as the net/http Transport's do for the other paths).
+// Conns keeps idle HTTP/1.1 connections to upstreams, by address, shared
+// by every site and every request path so that they survive reloads.
 //
 // Unlike net/http's Transport, which runs two goroutines per connection
 // and hands every request and response between them, a connection here is
 // used by the goroutine serving the client: it writes the request and
 // reads the answer itself. That is most of the CPU the fast path saves.
-type upstreamConns struct {
+type Conns struct {
 	dialer  net.Dialer
 	maxIdle int           // idle connections kept per address
 	idleFor time.Duration // an idle connection is closed after this
 
 	mu     sync.Mutex
-	idle   map[string][]*upConn // oldest first
+	idle   map[string][]*Conn // oldest first
 	closed bool
 }
 
-func newUpstreamConns() *upstreamConns {
-	return &upstreamConns{
+func NewConns() *Conns {
+	return &Conns{
 		dialer:  net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
 		maxIdle: 256,
 		idleFor: 90 * time.Second,
-		idle:    map[string][]*upConn{},
+		idle:    map[string][]*Conn{},
 	}
 }
 
 // upConn is one connection to an upstream, with its buffers.
-type upConn struct {
+type Conn struct {
 	net.Conn
-	addr   string
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	head   []byte // the last response head read, reused
+	Addr   string        // host:port
+	Reader *bufio.Reader // the upstream's bytes
+	Writer *bufio.Writer // to the upstream
+	head   []byte        // the last response head read, reused
 	idleAt time.Time
 }
 
@@ -55,13 +54,13 @@ type upConn struct {
 // peek finds most connections the upstream closed while idle. net/http's
 // Transport learns both from the read loop it runs on every connection
 // ("Unsolicited response received on idle HTTP channel").
-func (p *upstreamConns) get(ctx context.Context, addr string) (uc *upConn, reused bool, err error) {
+func (p *Conns) Get(ctx context.Context, addr string) (uc *Conn, reused bool, err error) {
 	for {
 		p.mu.Lock()
 		list := p.idle[addr]
 		if len(list) == 0 {
 			p.mu.Unlock()
-			uc, err = p.dial(ctx, addr)
+			uc, err = p.Dial(ctx, addr)
 			return uc, false, err
 		}
 		// the most recently used: the least likely to have been closed
@@ -77,36 +76,43 @@ func (p *upstreamConns) get(ctx context.Context, addr string) (uc *upConn, reuse
 }
 
 // dial opens a new connection to addr.
-func (p *upstreamConns) dial(ctx context.Context, addr string) (*upConn, error) {
+func (p *Conns) Dial(ctx context.Context, addr string) (*Conn, error) {
 	c, err := p.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{Conn: c, addr: addr, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
+	return &Conn{Conn: c, Addr: addr, Reader: bufio.NewReaderSize(c, 4<<10), Writer: bufio.NewWriterSize(c, 4<<10)}, nil
 }
 
 // put keeps uc for the next request to its address, or closes it. The
 // caller puts a connection back only when the exchange ended exactly on the
 // end of the answer; put itself closes one with bytes already read past it.
-func (p *upstreamConns) put(uc *upConn) {
-	if uc.br.Buffered() > 0 {
+func (p *Conns) Put(uc *Conn) {
+	if uc.Reader.Buffered() > 0 {
 		uc.Close() // the upstream sent more than the answer
 		return
 	}
 	uc.idleAt = time.Now()
 	p.mu.Lock()
-	if p.closed || len(p.idle[uc.addr]) >= p.maxIdle {
+	if p.closed || len(p.idle[uc.Addr]) >= p.maxIdle {
 		p.mu.Unlock()
 		uc.Close()
 		return
 	}
-	p.idle[uc.addr] = append(p.idle[uc.addr], uc)
+	p.idle[uc.Addr] = append(p.idle[uc.Addr], uc)
 	p.mu.Unlock()
 }
 
+// Idle returns how many idle connections to addr the pool keeps.
+func (p *Conns) Idle(addr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle[addr])
+}
+
 // sweep closes the connections idle for longer than idleFor.
-func (p *upstreamConns) sweep(now time.Time) {
-	var stale []*upConn
+func (p *Conns) sweep(now time.Time) {
+	var stale []*Conn
 	p.mu.Lock()
 	for addr, list := range p.idle {
 		n := 0
@@ -131,7 +137,7 @@ func (p *upstreamConns) sweep(now time.Time) {
 
 // run sweeps every half idleFor until ctx ends, then closes every idle
 // connection and keeps no more.
-func (p *upstreamConns) run(ctx context.Context) {
+func (p *Conns) Run(ctx context.Context) {
 	t := time.NewTicker(p.idleFor / 2)
 	defer t.Stop()
 	for {
@@ -142,7 +148,7 @@ func (p *upstreamConns) run(ctx context.Context) {
 			p.mu.Lock()
 			p.closed = true
 			idle := p.idle
-			p.idle = map[string][]*upConn{}
+			p.idle = map[string][]*Conn{}
 			p.mu.Unlock()
 			for _, list := range idle {
 				for _, uc := range list {

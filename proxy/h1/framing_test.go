@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -31,16 +31,16 @@ func goRequests(stream string) (lines [][3]string, err error) {
 
 // feedInPieces feeds stream to a new tracker in pieces of size n (n <= 0:
 // all at once).
-func feedInPieces(stream string, n int) *framing {
-	f := newFraming(1 << 20)
+func feedInPieces(stream string, n int) *Framing {
+	f := NewFraming(1 << 20)
 	b := []byte(stream)
 	if n <= 0 {
-		f.feed(b)
+		f.Feed(b)
 		return f
 	}
 	for len(b) > 0 {
 		k := min(n, len(b))
-		f.feed(b[:k])
+		f.Feed(b[:k])
 		b = b[k:]
 	}
 	return f
@@ -108,11 +108,11 @@ func TestFramingFollowsNetHTTP(t *testing.T) {
 			for _, piece := range []int{0, 1, 2, 3, 7, 64} {
 				f := feedInPieces(tt.stream, piece)
 				for i, l := range lines {
-					head, ok := f.claim(l[0], l[1], l[2])
+					head, ok := f.Claim(l[0], l[1], l[2])
 					if !ok {
 						t.Fatalf("pieces of %d: request %d (%s %s) not seen by the tracker", piece, i+1, l[0], l[1])
 					}
-					if got := head.ambiguity(); got != tt.want[i] {
+					if got := head.Ambiguity(); got != tt.want[i] {
 						t.Errorf("pieces of %d: request %d (%s %s): ambiguity %q, want %q", piece, i+1, l[0], l[1], got, tt.want[i])
 					}
 				}
@@ -147,7 +147,7 @@ func FuzzFraming(f *testing.F) {
 				if fr.st == stStopped && len(fr.heads) == 0 {
 					break // gave up: unknown from here
 				}
-				if _, ok := fr.claim(l[0], l[1], l[2]); !ok {
+				if _, ok := fr.Claim(l[0], l[1], l[2]); !ok {
 					if fr.st == stStopped {
 						break
 					}
@@ -170,13 +170,13 @@ func TestFramingGivesUp(t *testing.T) {
 		"bad content-length":    "POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n",
 		"gzip transfer coding":  "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
 	} {
-		f := newFraming(2048)
-		f.feed([]byte(stream))
+		f := NewFraming(2048)
+		f.Feed([]byte(stream))
 		if f.st != stStopped || f.val != nil {
 			t.Errorf("%s: state %d after %d bytes, want stopped", name, f.st, len(stream))
 		}
-		f.feed([]byte("GET /later HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"))
-		if _, ok := f.claim("GET", "/later", "HTTP/1.1"); ok {
+		f.Feed([]byte("GET /later HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"))
+		if _, ok := f.Claim("GET", "/later", "HTTP/1.1"); ok {
 			t.Errorf("%s: the tracker still notes heads after giving up", name)
 		}
 	}

@@ -1,8 +1,7 @@
-package proxy
+package h1
 
 import (
 	"errors"
-	"net/http"
 	"strconv"
 	"sync"
 )
@@ -29,7 +28,7 @@ import (
 // gap in it can do is let net/http's own (safe) handling through.
 
 // headInfo is what the tracker noted about one request head.
-type headInfo struct {
+type HeadInfo struct {
 	line   uint64 // FNV-1a hash of the request line, to match it to a request
 	hasCL  bool   // a Content-Length header
 	hasTE  bool   // a Transfer-Encoding header
@@ -37,7 +36,7 @@ type headInfo struct {
 }
 
 // ambiguity says why the head's framing is ambiguous, or "".
-func (h headInfo) ambiguity() string {
+func (h HeadInfo) Ambiguity() string {
 	switch {
 	case h.hasTE && h.http10:
 		return "Transfer-Encoding in an HTTP/1.0 request"
@@ -89,9 +88,9 @@ const (
 
 // framing tracks the requests on one connection. feed is called with every
 // byte read from the client, in order; claim by the handler of each request.
-type framing struct {
+type Framing struct {
 	mu    sync.Mutex
-	heads []headInfo // heads not claimed yet, oldest first
+	heads []HeadInfo // heads not claimed yet, oldest first
 
 	limit int // longest head (request line and headers) or trailer, in bytes
 	st    parseState
@@ -129,27 +128,22 @@ type framing struct {
 	refusal string
 }
 
-// bodyRefused reports whether r's connection had its bytes refused by its
-// framing tracker.
-func bodyRefused(r *http.Request) bool {
-	f, ok := r.Context().Value(framingKey{}).(*framing)
-	if !ok {
-		return false
-	}
+// errRefusedFraming is what a connection's reads return once its framing
+// tracker refused its bytes.
+var ErrRefusedFraming = errors.New("refused request framing")
+
+// Refused reports whether the tracker refused the connection's bytes.
+func (f *Framing) Refused() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.refusal != ""
 }
 
-// errRefusedFraming is what a connection's reads return once its framing
-// tracker refused its bytes.
-var errRefusedFraming = errors.New("refused request framing")
-
 // refuse stops the tracker and marks the connection's bytes refused.
 // net/http ignores chunk extensions whatever they hold (a NUL, a bare CR),
 // so a request carrying them would be read here as valid; a peer parsing
 // the same bytes strictly may not agree on where the chunk ends.
-func (f *framing) refuse(why string) {
+func (f *Framing) refuse(why string) {
 	f.refusal = why
 	f.stop()
 }
@@ -157,14 +151,14 @@ func (f *framing) refuse(why string) {
 // ctl reports whether b is a control character other than HTAB.
 func ctl(b byte) bool { return b < ' ' && b != '\t' || b == 0x7f }
 
-func newFraming(limit int) *framing {
-	return &framing{limit: limit, val: make([]byte, 0, maxValue)}
+func NewFraming(limit int) *Framing {
+	return &Framing{limit: limit, val: make([]byte, 0, maxValue)}
 }
 
 // claim returns what the tracker noted about the head of the request whose
 // request line is method, uri and proto, and forgets it and every older
 // head. false: unknown (the tracker stopped, or never saw it).
-func (f *framing) claim(method, uri, proto string) (headInfo, bool) {
+func (f *Framing) Claim(method, uri, proto string) (HeadInfo, bool) {
 	h := uint64(fnvOffset)
 	h = fnvString(h, method)
 	h = fnvString(h, " ")
@@ -180,7 +174,7 @@ func (f *framing) claim(method, uri, proto string) (headInfo, bool) {
 		}
 	}
 	f.heads = f.heads[:0]
-	return headInfo{}, false
+	return HeadInfo{}, false
 }
 
 func fnvString(h uint64, s string) uint64 {
@@ -192,7 +186,7 @@ func fnvString(h uint64, s string) uint64 {
 
 // feed follows the bytes p, read from the client. It returns why the
 // connection's bytes are refused, or "" (see refuse).
-func (f *framing) feed(p []byte) string {
+func (f *Framing) Feed(p []byte) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := 0; i < len(p) && f.st != stStopped; i++ {
@@ -228,7 +222,7 @@ func (f *framing) feed(p []byte) string {
 }
 
 // step advances the head, chunk-size and trailer states by one byte.
-func (f *framing) step(b byte) {
+func (f *Framing) step(b byte) {
 	switch f.st {
 	case stHeadStart:
 		if b == '\r' || b == '\n' {
@@ -323,7 +317,7 @@ func (f *framing) step(b byte) {
 }
 
 // stepBody advances the chunk-size and trailer states by one byte.
-func (f *framing) stepBody(b byte) {
+func (f *Framing) stepBody(b byte) {
 	if f.n++; f.n > f.limit || (f.n > maxChunk && (f.st == stChunkSize || f.st == stChunkExt)) {
 		f.stop() // net/http fails the body, which ends the connection
 		return
@@ -384,7 +378,7 @@ func hexValue(b byte) (byte, bool) {
 	return 0, false
 }
 
-func (f *framing) endChunkLine() {
+func (f *Framing) endChunkLine() {
 	if f.chunkSize == 0 {
 		f.st, f.n = stTrailerStart, 0 // the last chunk: a trailer follows
 		return
@@ -395,7 +389,7 @@ func (f *framing) endChunkLine() {
 // chunkExtByte follows the rest of a chunk-size line after its digits:
 // control characters other than HTAB, and a CR not ending the line, are
 // refused.
-func (f *framing) chunkExtByte(b byte) {
+func (f *Framing) chunkExtByte(b byte) {
 	switch {
 	case b == '\n':
 		f.extCR = false
@@ -409,19 +403,19 @@ func (f *framing) chunkExtByte(b byte) {
 	}
 }
 
-func (f *framing) stop() {
+func (f *Framing) stop() {
 	f.st = stStopped
 	f.val = nil
 }
 
-func (f *framing) startHead() {
+func (f *Framing) startHead() {
 	f.st, f.n = stReqLine, 0
 	f.hash, f.pendingCR, f.lineLen, f.tail, f.sep = fnvOffset, false, 0, 0, 0
 	f.sawHeader, f.kind = false, hdrOther
 	f.clCount, f.clFirst, f.clDiffer, f.teCount, f.teFirst = 0, "", false, 0, ""
 }
 
-func (f *framing) lineByte(b byte) {
+func (f *Framing) lineByte(b byte) {
 	f.hash = (f.hash ^ uint64(b)) * fnvPrime
 	f.lineLen++
 	f.sep = byte(f.tail >> 56)
@@ -430,7 +424,7 @@ func (f *framing) lineByte(b byte) {
 
 // endRequestLine reads the protocol version off the end of the request
 // line: net/http accepts only " HTTP/d.d" there, and serves HTTP/1.x only.
-func (f *framing) endRequestLine() {
+func (f *Framing) endRequestLine() {
 	var proto [8]byte
 	for i := range proto {
 		proto[i] = byte(f.tail >> (8 * (7 - i)))
@@ -443,7 +437,7 @@ func (f *framing) endRequestLine() {
 	f.st = stLineStart
 }
 
-func (f *framing) nameByte(b byte) {
+func (f *Framing) nameByte(b byte) {
 	if f.nameLen < len(f.name) {
 		if b >= 'A' && b <= 'Z' {
 			b += 'a' - 'A'
@@ -453,7 +447,7 @@ func (f *framing) nameByte(b byte) {
 	f.nameLen++
 }
 
-func (f *framing) nameKind() int {
+func (f *Framing) nameKind() int {
 	if f.nameLen > len(f.name) {
 		return hdrOther
 	}
@@ -466,7 +460,7 @@ func (f *framing) nameKind() int {
 	return hdrOther
 }
 
-func (f *framing) addValue(b byte) {
+func (f *Framing) addValue(b byte) {
 	if len(f.val) < maxValue {
 		f.val = append(f.val, b)
 	} else {
@@ -476,7 +470,7 @@ func (f *framing) addValue(b byte) {
 
 // commit records the value of the header just read, once no continuation
 // line can extend it.
-func (f *framing) commit() {
+func (f *Framing) commit() {
 	kind := f.kind
 	f.kind = hdrOther
 	if kind == hdrOther {
@@ -514,9 +508,9 @@ func trimOWS(b []byte) []byte {
 // in HTTP/1.1 a Transfer-Encoding must be exactly "chunked" (net/http
 // answers 501 otherwise) and then wins over Content-Length; in HTTP/1.0
 // Transfer-Encoding is ignored; Content-Length values must agree.
-func (f *framing) endHead() {
+func (f *Framing) endHead() {
 	f.commit()
-	head := headInfo{line: f.hash, hasCL: f.clCount > 0, hasTE: f.teCount > 0, http10: f.http10}
+	head := HeadInfo{line: f.hash, hasCL: f.clCount > 0, hasTE: f.teCount > 0, http10: f.http10}
 	if len(f.heads) == maxPendingHeads {
 		f.heads = append(f.heads[:0], f.heads[1:]...)
 	}

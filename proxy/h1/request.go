@@ -1,10 +1,11 @@
-package proxy
+package h1
 
 import (
 	"bytes"
+	"errors"
 )
 
-// This file parses HTTP/1.1 message heads for the fast path (fastpath.go).
+// This file parses HTTP/1.1 request heads for proxy's fast path.
 // The request parser accepts a strict subset of what net/http accepts:
 // anything it does not take (a request line or header it finds odd, a body
 // framed other than by one plain Content-Length, Expect, Upgrade, HTTP/1.0,
@@ -14,9 +15,9 @@ import (
 
 // field is one header line of a parsed head; name and value are slices of
 // the head's bytes, the value without surrounding whitespace.
-type field struct {
-	name, value []byte
-	kind        int // headerKind(name)
+type Field struct {
+	Name, Value []byte
+	Kind        int // HeaderKind(Name)
 }
 
 // maxFastFields is the most header lines a request on the fast path has;
@@ -25,22 +26,22 @@ const maxFastFields = 64
 
 // reqHead is a request head parsed by parse. Its slices point into the
 // bytes it was parsed from, which must not change while it is used.
-type reqHead struct {
-	method, uri, host []byte
-	fields            []field
-	contentLength     int64 // -1: no body
-	close             bool  // Connection: close
-	teTrailers        bool  // TE: trailers, which is passed on
-	// dropped are the header names listed in Connection (hop-by-hop).
-	dropped [][]byte
-	xff     int // X-Forwarded-For lines, for a trusted peer's chain
+type RequestHead struct {
+	Method, URI, Host []byte
+	Fields            []Field
+	ContentLength     int64 // -1: no body
+	Close             bool  // Connection: close
+	TETrailers        bool  // TE: trailers, which is passed on
+	// Dropped are the header names listed in Connection (hop-by-hop).
+	Dropped [][]byte
+	XFF     int // X-Forwarded-For lines, for a trusted peer's chain
 }
 
 // headLen returns the length of the head at the start of b, through the
 // blank line that ends it, or 0 when b does not hold all of it yet. odd
 // reports a line ending in a bare LF, or a blank line before the request
 // line: net/http reads those, the fast path does not.
-func headLen(b []byte) (n int, odd bool) {
+func HeadLen(b []byte) (n int, odd bool) {
 	for i := 0; ; {
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {
@@ -68,25 +69,25 @@ func cutLine(b []byte) (line, rest []byte) {
 
 // parse reads head b (as measured by headLen) and reports whether the fast
 // path may serve it.
-func (h *reqHead) parse(b []byte) bool {
-	h.method, h.uri, h.host = nil, nil, nil
-	h.fields, h.dropped = h.fields[:0], h.dropped[:0]
-	h.contentLength, h.close, h.teTrailers, h.xff = -1, false, false, 0
+func (h *RequestHead) Parse(b []byte) bool {
+	h.Method, h.URI, h.Host = nil, nil, nil
+	h.Fields, h.Dropped = h.Fields[:0], h.Dropped[:0]
+	h.ContentLength, h.Close, h.TETrailers, h.XFF = -1, false, false, 0
 
 	line, rest := cutLine(b)
 	sp := bytes.IndexByte(line, ' ')
 	if sp <= 0 {
 		return false
 	}
-	h.method, line = line[:sp], line[sp+1:]
+	h.Method, line = line[:sp], line[sp+1:]
 	if sp = bytes.IndexByte(line, ' '); sp <= 0 {
 		return false
 	}
-	h.uri = line[:sp]
-	if string(line[sp+1:]) != "HTTP/1.1" || !isToken(h.method) || !originForm(h.uri) {
+	h.URI = line[:sp]
+	if string(line[sp+1:]) != "HTTP/1.1" || !IsToken(h.Method) || !originForm(h.URI) {
 		return false
 	}
-	switch string(h.method) {
+	switch string(h.Method) {
 	case "CONNECT", "PRI":
 		return false
 	}
@@ -96,60 +97,60 @@ func (h *reqHead) parse(b []byte) bool {
 			break
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || len(h.fields) == maxFastFields {
+		if colon <= 0 || len(h.Fields) == maxFastFields {
 			return false
 		}
 		// a token name rules out obs-fold (a leading space) and space
 		// before the colon
 		name, value := line[:colon], trimSP(line[colon+1:])
-		if !isToken(name) || !fieldValue(value) {
+		if !IsToken(name) || !ValidFieldValue(value) {
 			return false
 		}
-		kind := headerKind(name)
+		kind := HeaderKind(name)
 		switch kind {
-		case hkHost:
-			if h.host != nil || !hostValue(value) {
+		case KindHost:
+			if h.Host != nil || !hostValue(value) {
 				return false
 			}
-			h.host = value
-		case hkContentLength:
+			h.Host = value
+		case KindContentLength:
 			n, ok := digits(value)
-			if h.contentLength >= 0 || !ok {
+			if h.ContentLength >= 0 || !ok {
 				return false
 			}
-			h.contentLength = n
-		case hkTransferEncoding, hkUpgrade, hkExpect:
+			h.ContentLength = n
+		case KindTransferEncoding, KindUpgrade, KindExpect:
 			return false
-		case hkConnection:
+		case KindConnection:
 			if !h.connection(value) {
 				return false
 			}
-		case hkTE:
+		case KindTE:
 			if hasToken(value, "trailers") {
-				h.teTrailers = true
+				h.TETrailers = true
 			}
-		case hkXForwardedFor:
-			h.xff++
+		case KindXForwardedFor:
+			h.XFF++
 		}
-		h.fields = append(h.fields, field{name, value, kind})
+		h.Fields = append(h.Fields, Field{name, value, kind})
 	}
-	return h.host != nil
+	return h.Host != nil
 }
 
 // connection notes the options of a Connection header: close, and the
 // names of other hop-by-hop headers. An upgrade goes to net/http.
-func (h *reqHead) connection(v []byte) bool {
+func (h *RequestHead) connection(v []byte) bool {
 	for len(v) > 0 {
 		var tok []byte
-		tok, v = cutItem(v)
+		tok, v = CutItem(v)
 		switch {
 		case len(tok) == 0 || foldEq(tok, "keep-alive"):
 		case foldEq(tok, "close"):
-			h.close = true
+			h.Close = true
 		case foldEq(tok, "upgrade"):
 			return false
 		default:
-			h.dropped = append(h.dropped, tok)
+			h.Dropped = append(h.Dropped, tok)
 		}
 	}
 	return true
@@ -157,7 +158,7 @@ func (h *reqHead) connection(v []byte) bool {
 
 // cutItem splits the first item off a comma-separated list, without the
 // spaces around it.
-func cutItem(v []byte) (item, rest []byte) {
+func CutItem(v []byte) (item, rest []byte) {
 	if i := bytes.IndexByte(v, ','); i >= 0 {
 		return trimSP(v[:i]), v[i+1:]
 	}
@@ -166,87 +167,87 @@ func cutItem(v []byte) (item, rest []byte) {
 
 // Header names the fast path looks at.
 const (
-	hkOther = iota
-	hkHost
-	hkContentLength
-	hkTransferEncoding
-	hkUpgrade
-	hkExpect
-	hkConnection
-	hkTE
-	hkXForwardedFor
-	hkXForwardedHost
-	hkXForwardedProto
-	hkForwarded
-	hkHopByHop // Keep-Alive, Proxy-Connection, Proxy-Authorization, Proxy-Authenticate
-	hkTrailer
+	KindOther = iota
+	KindHost
+	KindContentLength
+	KindTransferEncoding
+	KindUpgrade
+	KindExpect
+	KindConnection
+	KindTE
+	KindXForwardedFor
+	KindXForwardedHost
+	KindXForwardedProto
+	KindForwarded
+	KindHopByHop // Keep-Alive, Proxy-Connection, Proxy-Authorization, Proxy-Authenticate
+	KindTrailer
 )
 
 // headerKind classifies a header name, case-insensitively.
-func headerKind(name []byte) int {
+func HeaderKind(name []byte) int {
 	switch len(name) {
 	case 2:
 		if foldEq(name, "te") {
-			return hkTE
+			return KindTE
 		}
 	case 4:
 		if foldEq(name, "host") {
-			return hkHost
+			return KindHost
 		}
 	case 6:
 		if foldEq(name, "expect") {
-			return hkExpect
+			return KindExpect
 		}
 	case 7:
 		switch {
 		case foldEq(name, "upgrade"):
-			return hkUpgrade
+			return KindUpgrade
 		case foldEq(name, "trailer"):
-			return hkTrailer
+			return KindTrailer
 		}
 	case 9:
 		if foldEq(name, "forwarded") {
-			return hkForwarded
+			return KindForwarded
 		}
 	case 10:
 		switch {
 		case foldEq(name, "connection"):
-			return hkConnection
+			return KindConnection
 		case foldEq(name, "keep-alive"):
-			return hkHopByHop
+			return KindHopByHop
 		}
 	case 14:
 		if foldEq(name, "content-length") {
-			return hkContentLength
+			return KindContentLength
 		}
 	case 15:
 		if foldEq(name, "x-forwarded-for") {
-			return hkXForwardedFor
+			return KindXForwardedFor
 		}
 	case 16:
 		switch {
 		case foldEq(name, "x-forwarded-host"):
-			return hkXForwardedHost
+			return KindXForwardedHost
 		case foldEq(name, "proxy-connection"):
-			return hkHopByHop
+			return KindHopByHop
 		}
 	case 17:
 		switch {
 		case foldEq(name, "transfer-encoding"):
-			return hkTransferEncoding
+			return KindTransferEncoding
 		case foldEq(name, "x-forwarded-proto"):
-			return hkXForwardedProto
+			return KindXForwardedProto
 		}
 	case 18:
 		if foldEq(name, "proxy-authenticate") {
-			return hkHopByHop
+			return KindHopByHop
 		}
 	case 19:
 		if foldEq(name, "proxy-authorization") {
-			return hkHopByHop
+			return KindHopByHop
 		}
 	}
-	return hkOther
+	return KindOther
 }
 
 // trimSP removes spaces and tabs around a header value (net/http's
@@ -303,7 +304,7 @@ func foldEqBytes(a, b []byte) bool {
 func hasToken(v []byte, tok string) bool {
 	for len(v) > 0 {
 		var t []byte
-		t, v = cutItem(v)
+		t, v = CutItem(v)
 		if i := bytes.IndexByte(t, ';'); i >= 0 {
 			t = trimSP(t[:i])
 		}
@@ -328,7 +329,7 @@ var tokenChars = func() (t [256]bool) {
 	return t
 }()
 
-func isToken[T string | []byte](b T) bool {
+func IsToken[T string | []byte](b T) bool {
 	if len(b) == 0 {
 		return false
 	}
@@ -341,7 +342,7 @@ func isToken[T string | []byte](b T) bool {
 }
 
 // fieldValue reports whether v has no control characters but tab.
-func fieldValue[T string | []byte](v T) bool {
+func ValidFieldValue[T string | []byte](v T) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
@@ -355,7 +356,7 @@ func fieldValue[T string | []byte](v T) bool {
 // whose :path no request line checked) is only visible ASCII without a
 // fragment: a space would end the target early and let the rest be read
 // as another request line's parts by the upstream.
-func requestTarget[T string | []byte](u T) bool {
+func ValidTarget[T string | []byte](u T) bool {
 	if len(u) == 0 {
 		return false
 	}
@@ -370,7 +371,7 @@ func requestTarget[T string | []byte](u T) bool {
 // originForm reports whether a request target is an absolute path with an
 // optional query, of visible ASCII only (no fragment).
 func originForm(u []byte) bool {
-	return len(u) > 0 && u[0] == '/' && requestTarget(u)
+	return len(u) > 0 && u[0] == '/' && ValidTarget(u)
 }
 
 // hostValue reports whether a Host value is a plain name, IPv4 address or
@@ -404,3 +405,44 @@ func digits(v []byte) (int64, bool) {
 	}
 	return n, true
 }
+
+// idempotent reports whether a request to method may be sent twice.
+func Idempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// appendInt appends n in decimal.
+func AppendInt(b []byte, n int64) []byte {
+	if n == 0 {
+		return append(b, '0')
+	}
+	var d [20]byte
+	i := len(d)
+	for ; n > 0; n /= 10 {
+		i--
+		d[i] = byte('0' + n%10)
+	}
+	return append(b, d[i:]...)
+}
+
+// appendHex appends n in lower-case hex, for chunk sizes.
+func AppendHex(b []byte, n int64) []byte {
+	const hexDigits = "0123456789abcdef"
+	if n == 0 {
+		return append(b, '0')
+	}
+	var d [16]byte
+	i := len(d)
+	for ; n > 0; n >>= 4 {
+		i--
+		d[i] = hexDigits[n&15]
+	}
+	return append(b, d[i:]...)
+}
+
+// ErrClientBody marks a request body the client did not send whole.
+var ErrClientBody = errors.New("client request body")
