@@ -22,6 +22,8 @@ type Config struct {
 	Certificates []Certificate `toml:"certificate"`
 	Notify       []Notify      `toml:"notify"`
 	SMTP         SMTP          `toml:"smtp"`
+	Log          Log           `toml:"log"`
+	Pools        []Pool        `toml:"pool"`
 
 	// Path is the file the config was loaded from; relative paths in the
 	// config are resolved against its directory.
@@ -131,10 +133,17 @@ type Renewal struct {
 	Backoff []Duration `toml:"backoff"`
 }
 
-// Site is one [[site]]: a set of hosts served the same way.
+// Site is one [[site]]: a set of hosts served the same way. Its default
+// action (upstreams, pool or respond) answers the requests no route takes.
 type Site struct {
-	Hosts         []string `toml:"hosts"`
-	Upstreams     []string `toml:"upstreams"`
+	Hosts     []string `toml:"hosts"`
+	Upstreams []string `toml:"upstreams"`
+	// Pool names a [[pool]], instead of upstreams.
+	Pool string `toml:"pool"`
+	// Headers are the site's header rules ([site.headers]).
+	Headers *Headers `toml:"headers"`
+	// Routes are the site's [[site.route]]s, by path.
+	Routes        []Route  `toml:"route"`
 	RedirectHTTPS *bool    `toml:"redirect_https"`
 	HSTSMaxAge    Duration `toml:"hsts_max_age"`
 	Respond       string   `toml:"respond"`
@@ -144,6 +153,55 @@ type Site struct {
 	// Challenges and DNS override [acme]'s for this site's hosts.
 	Challenges []string `toml:"challenges"`
 	DNS        *DNS     `toml:"dns"`
+}
+
+// Route is one [[site.route]]: requests whose path matches go to its
+// action (exactly one of Pool, Upstreams, Respond, Redirect).
+type Route struct {
+	// Path is exact ("/ping"), or a prefix when it ends in "/*" ("/api/*"
+	// takes /api and everything under /api/). The longest match wins.
+	Path      string   `toml:"path"`
+	Pool      string   `toml:"pool"`
+	Upstreams []string `toml:"upstreams"`
+	Respond   string   `toml:"respond"`
+	// Redirect is the target of a redirect; {uri} stands for the request's
+	// path and query.
+	Redirect string `toml:"redirect"`
+	// Status is the status of a respond (default 200) or redirect (301,
+	// 302, 307 or 308; default 308).
+	Status int `toml:"status"`
+	// StripPrefix is taken off the path the upstream receives.
+	StripPrefix string `toml:"strip_prefix"`
+	// Methods, when set, are the only methods the route takes; others are
+	// answered 405.
+	Methods []string `toml:"methods"`
+	// Headers are applied after the site's ([site.route.headers]).
+	Headers *Headers `toml:"headers"`
+}
+
+// Headers are header rules: set replaces a header (values may hold
+// {client_ip}, {host} and {request_id}), remove removes it; request rules
+// apply to what goes upstream, response rules to what goes to the client.
+type Headers struct {
+	RequestSet     map[string]string `toml:"request_set"`
+	RequestRemove  []string          `toml:"request_remove"`
+	ResponseSet    map[string]string `toml:"response_set"`
+	ResponseRemove []string          `toml:"response_remove"`
+}
+
+// Pool is one [[pool]]: named upstreams that sites and routes share.
+type Pool struct {
+	Name      string   `toml:"name"`
+	Upstreams []string `toml:"upstreams"`
+}
+
+// Log configures the access log ([log]).
+type Log struct {
+	// Access is where access-log lines go: a file path, "stdout" or
+	// "stderr"; "" turns the access log off.
+	Access string `toml:"access"`
+	// AccessFormat is "json" (default) or "combined" (Apache/nginx).
+	AccessFormat string `toml:"access_format"`
 }
 
 // SharedCertificate reports whether the site's hosts share one certificate.

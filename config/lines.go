@@ -20,7 +20,27 @@ type lineIndex struct {
 
 func indexLines(text string) lineIndex {
 	idx := lineIndex{exact: map[string]int{}, loose: map[string]int{}, occurrences: map[string][]string{}}
-	counts := map[string]int{}
+	counts := map[string]int{} // exact path of an array of tables -> its elements so far
+	// resolve turns a table header's name into its exact path: the
+	// elements of arrays of tables it lies in get their indexes, so that
+	// [[site.route]] under the 2nd [[site]] is "site.1.route.N", N
+	// counting that site's routes.
+	resolve := func(name string, array bool) string {
+		parts := strings.Split(name, ".")
+		exact := ""
+		for i, p := range parts {
+			exact = join(exact, p)
+			if i == len(parts)-1 && array {
+				k := counts[exact]
+				counts[exact] = k + 1
+				return exact + "." + strconv.Itoa(k)
+			}
+			if k, ok := counts[exact]; ok {
+				exact += "." + strconv.Itoa(k-1)
+			}
+		}
+		return exact
+	}
 	cur, curLoose := "", ""
 	var skip func(string) bool // non-nil while inside a multi-line value
 	for i, raw := range strings.Split(text, "\n") {
@@ -37,19 +57,12 @@ func indexLines(text string) lineIndex {
 			continue
 		case strings.HasPrefix(line, "[["):
 			name := tableName(strings.SplitN(line, "]]", 2)[0])
-			k := counts[name]
-			counts[name] = k + 1
-			cur, curLoose = name+"."+strconv.Itoa(k), name
+			cur, curLoose = resolve(name, true), name
 			idx.set(cur, curLoose, n)
 		case line[0] == '[':
-			name := tableName(strings.SplitN(line, "]", 2)[0])
-			cur, curLoose = name, name
 			// a [a.b] under the last [[a]] belongs to that element
-			if dot := strings.IndexByte(name, '.'); dot > 0 {
-				if k, ok := counts[name[:dot]]; ok {
-					cur = name[:dot] + "." + strconv.Itoa(k-1) + name[dot:]
-				}
-			}
+			name := tableName(strings.SplitN(line, "]", 2)[0])
+			cur, curLoose = resolve(name, false), name
 			idx.set(cur, curLoose, n)
 		default:
 			eq := strings.IndexByte(line, '=')

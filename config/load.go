@@ -273,7 +273,9 @@ func (v *validator) validate(cfg *Config) {
 	v.validateStorage(cfg)
 	v.validateRenewal(cfg)
 	covered := v.validateCertificates(cfg)
-	needACME := v.validateSites(cfg, covered)
+	pools := v.validatePools(cfg)
+	needACME := v.validateSites(cfg, covered, pools)
+	v.validateLog(cfg)
 	if cfg.ACMEDefined || needACME {
 		v.validateACME(cfg)
 	}
@@ -593,7 +595,7 @@ func (v *validator) validateCertificates(cfg *Config) map[string]bool {
 
 // validateSites checks every site and reports whether any host needs a
 // certificate from ACME.
-func (v *validator) validateSites(cfg *Config, covered map[string]bool) bool {
+func (v *validator) validateSites(cfg *Config, covered, pools map[string]bool) bool {
 	owner := map[string]int{}
 	needACME := false
 	for i := range cfg.Sites {
@@ -621,12 +623,7 @@ func (v *validator) validateSites(cfg *Config, covered map[string]bool) bool {
 			}
 		}
 		v.validateSiteACME(cfg, s, base)
-		switch {
-		case len(s.Upstreams) == 0 && s.Respond == "":
-			v.bad(base, `add upstreams = ["http://127.0.0.1:8080"] or respond = "text"`, "a site needs upstreams or respond")
-		case len(s.Upstreams) > 0 && s.Respond != "":
-			v.bad(base+".respond", "keep either upstreams or respond", "a site cannot have both upstreams and respond")
-		}
+		v.validateSiteRouting(base, s, pools)
 		for _, up := range s.Upstreams {
 			if err := checkUpstream(up); err != nil {
 				v.bad(base+".upstreams", "write upstreams as http://host:port or https://host:port", "%q: %v", redactURL(up), err)

@@ -91,6 +91,12 @@ type fastConn struct {
 	// logPath is the request's path, copied before its body is read
 	// (which may overwrite the head's bytes), for log lines after it.
 	logPath []byte
+
+	// the request core's decisions for the request (route, prepare)
+	route               *Route
+	reqID, client, host []byte
+	vars                ruleVars
+	xff                 [][]byte // a trusted peer's X-Forwarded-For values
 }
 
 // serve is the life of an HTTP/1.x connection after its TLS handshake.
@@ -205,10 +211,48 @@ func (f *fastServer) route(c *fastConn) *Site {
 	if site == nil && rt.onDemand != nil && strings.EqualFold(stripPort(host), c.sni) {
 		site = rt.onDemand
 	}
-	if site == nil || site.pool == nil || site.pool.addrs == nil {
+	if site == nil {
 		return nil
 	}
+	// what the fast path does not do itself (a fixed answer, a redirect,
+	// a 404 or 405, an https upstream), net/http does (Site.ServeHTTP)
+	r := site.matchBytes(pathOf(c.req.URI))
+	if r == nil || r.action != actProxy || r.pool.addrs == nil || !r.takesBytes(c.req.Method) {
+		return nil
+	}
+	c.route = r
 	return site
+}
+
+// prepare notes what the request's headers and log need once its head's
+// bytes may be gone: its request ID, client address and host.
+func (c *fastConn) prepare(site *Site) {
+	h := &c.req
+	trusted := len(site.trusted) > 0 && site.trusted.trustsAddr(c.peer)
+	c.reqID = c.reqID[:0]
+	if trusted {
+		for _, f := range h.Fields {
+			if f.Kind == h1.KindXRequestID && usableRequestID(f.Value) {
+				c.reqID = append(c.reqID, f.Value...)
+				break
+			}
+		}
+	}
+	if len(c.reqID) == 0 {
+		c.reqID = appendRequestID(c.reqID)
+	}
+	c.client = append(c.client[:0], c.peerIP...)
+	if trusted && h.XFF > 0 {
+		c.xff = c.xff[:0]
+		for _, f := range h.Fields {
+			if f.Kind == h1.KindXForwardedFor {
+				c.xff = append(c.xff, f.Value)
+			}
+		}
+		c.client = site.trusted.appendClient(c.client[:0], c.peerIP, c.xff)
+	}
+	c.host = append(c.host[:0], stripPort(unsafe.String(&h.Host[0], len(h.Host)))...)
+	c.vars = ruleVars{clientIP: c.client, host: c.host, requestID: c.reqID}
 }
 
 // handOff gives the connection to net/http's server from the request at
@@ -328,7 +372,8 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	// on a new connection when a pooled one turns out to have been closed
 	// by the upstream, as net/http's Transport does.
 	replayable := h.ContentLength <= 0 && h1.Idempotent(h.Method)
-	uc, reused, failures := f.connect(site.pool)
+	c.prepare(site)
+	uc, reused, failures := f.connect(c.route.pool)
 	if uc == nil {
 		site.logger.Error("every upstream is down", zap.Strings("upstreams", failures))
 		// the request body, if any, is unread: the connection ends
@@ -368,7 +413,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 		// informational answers (103 Early Hints) go on to the client;
 		// 100 Continue does not, as no Expect was sent
 		if c.resp.Status != 100 {
-			writeResponseHead(c.bw, &c.resp, site, true, true)
+			writeResponseHead(c.bw, &c.resp, site, c, true, true)
 			if err := c.bw.Flush(); err != nil {
 				uc.Close()
 				return 0, false
@@ -389,7 +434,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	}
 	r := &c.resp
 	keep = keep && !f.shutting.Load()
-	writeResponseHead(c.bw, r, site, false, keep)
+	writeResponseHead(c.bw, r, site, c, false, keep)
 	var rerr, werr error
 	switch {
 	case r.Bodyless:

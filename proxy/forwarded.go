@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"unsafe"
 
 	"github.com/portico-proxy/portico/config"
 )
@@ -76,4 +80,114 @@ func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
 			pr.Out.Header[h] = append([]string(nil), v...)
 		}
 	}
+}
+
+// clientIP is the address of the client a request comes from (the
+// net/http paths): see chainClient.
+func (t trustedProxies) clientIP(r *http.Request) string {
+	peer, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		peer = r.RemoteAddr
+	}
+	if !t.trusts(r.RemoteAddr) {
+		return peer
+	}
+	if c, ok := chainClient(t, r.Header["X-Forwarded-For"]); ok {
+		return c
+	}
+	return peer
+}
+
+// appendClient is clientIP for the fast path: the peer is a trusted proxy
+// and xff are its X-Forwarded-For values.
+func (t trustedProxies) appendClient(dst []byte, peer string, xff [][]byte) []byte {
+	if c, ok := chainClient(t, xff); ok {
+		return append(dst, c...)
+	}
+	return append(dst, peer...)
+}
+
+// chainClient reads the client's address off a trusted proxy's
+// X-Forwarded-For chain: from its end, skipping the trusted proxies it
+// passed, as nginx's real_ip_recursive does, so that an address an
+// untrusted client wrote at the start of the chain is never taken. When
+// every address is trusted, the first is the client. ok is false for an
+// empty chain, or one with an item that is no address (then the peer is
+// the client).
+func chainClient[T string | []byte](t trustedProxies, values []T) (client T, ok bool) {
+	for i := len(values) - 1; i >= 0; i-- {
+		v := values[i]
+		for len(v) > 0 {
+			item := v
+			v = v[:0]
+			for j := len(item) - 1; j >= 0; j-- {
+				if item[j] == ',' {
+					item, v = item[j+1:], item[:j]
+					break
+				}
+			}
+			item = trimSpace(item)
+			var a netip.Addr
+			var err error
+			switch x := any(item).(type) {
+			case string:
+				a, err = netip.ParseAddr(x)
+			case []byte:
+				a, err = netip.ParseAddr(unsafe.String(unsafe.SliceData(x), len(x)))
+			}
+			if err != nil {
+				return client, false
+			}
+			client, ok = item, true
+			if !t.trustsAddr(a) {
+				return client, true
+			}
+		}
+	}
+	return client, ok
+}
+
+// trimSpace removes spaces and tabs around a list item.
+func trimSpace[T string | []byte](s T) T {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// requestID is the X-Request-ID of a request: a trusted proxy's, when it
+// sent a usable one, else a new one.
+func (t trustedProxies) requestID(r *http.Request) []byte {
+	if v := r.Header.Get("X-Request-Id"); v != "" && t.trusts(r.RemoteAddr) && usableRequestID(v) {
+		return []byte(v)
+	}
+	return appendRequestID(nil)
+}
+
+// usableRequestID reports whether a request ID from a trusted proxy can be
+// passed on and logged as it is: 1 to 128 visible ASCII characters.
+func usableRequestID[T string | []byte](v T) bool {
+	if len(v) == 0 || len(v) > 128 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] >= 0x7f || v[i] == '"' || v[i] == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendRequestID appends a new request ID: 16 hexadecimal digits, random
+// (64 bits: unique enough to find one request in a day's logs).
+func appendRequestID(b []byte) []byte {
+	const hex = "0123456789abcdef"
+	n := rand.Uint64()
+	for i := 60; i >= 0; i -= 4 {
+		b = append(b, hex[n>>uint(i)&15])
+	}
+	return b
 }

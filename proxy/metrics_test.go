@@ -278,12 +278,12 @@ func (w *discardWriter) WriteHeader(int)             {}
 // works as before.
 func TestSiteMetricsCost(t *testing.T) {
 	sc := config.Site{Hosts: []string{"app.example.com"}, Respond: "hi"}
-	bare, err := newSite(sc, nil, newBufferPool(), nil, zap.NewNop(), nil)
+	bare, err := newSite(sc, &builder{s: &Server{buffers: newBufferPool()}}, nil, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := newMetrics()
-	counted, err := newSite(sc, nil, newBufferPool(), nil, zap.NewNop(), m)
+	counted, err := newSite(sc, &builder{s: &Server{buffers: newBufferPool()}}, nil, zap.NewNop(), m)
 	if err != nil {
 		t.Fatal(err)
 	}

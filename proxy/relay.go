@@ -4,6 +4,7 @@ import (
 	"bufio"
 
 	"github.com/portico-proxy/portico/proxy/h1"
+	"github.com/portico-proxy/portico/proxy/route"
 )
 
 // This file writes the fast path's upstream requests and reads, checks and
@@ -14,9 +15,16 @@ import (
 // (as trustedProxies.setForwarded does for the net/http path) and its
 // Content-Length.
 func writeRequestHead(w *bufio.Writer, h *h1.RequestHead, c *fastConn, site *Site) {
+	rt := c.route
 	w.Write(h.Method)
 	w.WriteByte(' ')
-	w.Write(h.URI)
+	if rt.strip == "" {
+		w.Write(h.URI)
+	} else {
+		path := pathOf(h.URI)
+		w.Write(route.AppendStripPrefix(w.AvailableBuffer(), path, rt.strip))
+		w.Write(h.URI[len(path):]) // the query
+	}
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.Write(h.Host)
 	w.WriteString("\r\n")
@@ -24,7 +32,7 @@ func writeRequestHead(w *bufio.Writer, h *h1.RequestHead, c *fastConn, site *Sit
 	var sawHost, sawProto bool
 	for _, f := range h.Fields {
 		switch f.Kind {
-		case h1.KindHost, h1.KindConnection, h1.KindTE, h1.KindHopByHop, h1.KindTrailer, h1.KindContentLength, h1.KindForwarded, h1.KindXForwardedFor:
+		case h1.KindHost, h1.KindConnection, h1.KindTE, h1.KindHopByHop, h1.KindTrailer, h1.KindContentLength, h1.KindForwarded, h1.KindXForwardedFor, h1.KindXRequestID:
 			continue
 		case h1.KindXForwardedHost:
 			if !trusted {
@@ -37,10 +45,16 @@ func writeRequestHead(w *bufio.Writer, h *h1.RequestHead, c *fastConn, site *Sit
 			}
 			sawProto = true
 		}
-		if h1.Listed(h.Dropped, f.Name) {
+		if h1.Listed(h.Dropped, f.Name) || rt.rules.dropsRequest(f.Name) {
 			continue
 		}
 		h1.WriteField(w, f)
+	}
+	w.WriteString("X-Request-Id: ")
+	w.Write(c.reqID)
+	w.WriteString("\r\n")
+	if rt.rules != nil {
+		writeSets(w, rt.rules.reqSet, &c.vars)
 	}
 	if c.peerIP != "" {
 		w.WriteString("X-Forwarded-For: ")
@@ -78,7 +92,8 @@ func writeRequestHead(w *bufio.Writer, h *h1.RequestHead, c *fastConn, site *Sit
 // upstream's status and end-to-end headers, HSTS, and framing of its own
 // (the body is re-framed: Content-Length when known, chunked otherwise).
 // An informational (1xx) head is written as it is.
-func writeResponseHead(w *bufio.Writer, r *h1.ResponseHead, site *Site, informational, keep bool) {
+func writeResponseHead(w *bufio.Writer, r *h1.ResponseHead, site *Site, c *fastConn, informational, keep bool) {
+	rules := c.route.rules
 	w.WriteString("HTTP/1.1 ")
 	w.Write(r.Line)
 	w.WriteString("\r\n")
@@ -96,10 +111,13 @@ func writeResponseHead(w *bufio.Writer, r *h1.ResponseHead, site *Site, informat
 				continue // no trailers follow
 			}
 		}
-		if h1.Listed(r.Dropped, f.Name) {
+		if h1.Listed(r.Dropped, f.Name) || !informational && rules.dropsResponse(f.Name) {
 			continue
 		}
 		h1.WriteField(w, f)
+	}
+	if !informational && rules != nil {
+		writeSets(w, rules.respSet, &c.vars)
 	}
 	if !informational {
 		switch {

@@ -181,9 +181,17 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 	if err != nil {
 		return nil, names, err
 	}
+	b := &builder{s: s, pools: map[string]*Pool{}}
+	for _, pc := range cfg.Pools {
+		p, err := newPool(pc.Upstreams, s.lean)
+		if err != nil {
+			return nil, names, fmt.Errorf("pool %s: %w", pc.Name, err)
+		}
+		b.pools[pc.Name] = p
+	}
 	for _, sc := range cfg.Sites {
 		names[sc.Hosts[0]] = true // a site's name, as newSite gives it
-		site, err := newSite(sc, s.lean, s.buffers, trusted, s.logger, s.metrics)
+		site, err := newSite(sc, b, trusted, s.logger, s.metrics)
 		if err != nil {
 			return nil, names, fmt.Errorf("site %s: %w", sc.Hosts[0], err)
 		}
@@ -192,7 +200,7 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 		}
 	}
 	if od := cfg.OnDemand; od != nil {
-		site, err := newSite(config.Site{Hosts: []string{"on-demand"}, Upstreams: od.Upstreams}, s.lean, s.buffers, trusted, s.logger, s.metrics)
+		site, err := newSite(config.Site{Hosts: []string{"on-demand"}, Upstreams: od.Upstreams}, b, trusted, s.logger, s.metrics)
 		if err != nil {
 			return nil, names, fmt.Errorf("on_demand: %w", err)
 		}

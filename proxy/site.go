@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -13,23 +15,23 @@ import (
 	"github.com/portico-proxy/portico/config"
 
 	"github.com/portico-proxy/portico/proxy/h1"
+	"github.com/portico-proxy/portico/proxy/route"
 )
 
-// Site serves one [[site]]: a fixed answer or its upstream pool, with HSTS
-// on HTTPS responses when configured.
+// Site serves one [[site]]: its routes and default action, with HSTS on
+// HTTPS responses when configured.
 type Site struct {
 	name     string // first host, for logs
 	redirect bool
-	hsts     string // Strict-Transport-Security value, or ""
-	respond  []byte
-	pool     *Pool
-	proxy    *httputil.ReverseProxy
-	metrics  *siteMetrics // nil when metrics are off
+	hsts     string               // Strict-Transport-Security value, or ""
+	routes   *route.Table[*Route] // nil: none
+	def      *Route               // the default action; nil: 404
+	metrics  *siteMetrics         // nil when metrics are off
 	trusted  trustedProxies
 	logger   *zap.Logger // with the site's name
 }
 
-func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.BufferPool, trusted trustedProxies, logger *zap.Logger, m *metrics) (*Site, error) {
+func newSite(sc config.Site, b *builder, trusted trustedProxies, logger *zap.Logger, m *metrics) (*Site, error) {
 	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted}
 	s.logger = logger.With(zap.String("site", s.name))
 	if m != nil {
@@ -38,31 +40,44 @@ func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.Buffe
 	if d := sc.HSTSMaxAge.Std(); d > 0 {
 		s.hsts = "max-age=" + strconv.FormatInt(int64(d/time.Second), 10)
 	}
-	if sc.Respond != "" {
-		s.respond = []byte(sc.Respond)
-		return s, nil
-	}
-	pool, err := newPool(sc.Upstreams, transport)
-	if err != nil {
+	if err := s.buildRoutes(sc, b); err != nil {
 		return nil, err
 	}
-	s.pool = pool
+	return s, nil
+}
+
+// reverseProxy is the net/http path's proxy for a route to its pool.
+func (s *Site) reverseProxy(rt *Route, b *builder) *httputil.ReverseProxy {
 	log := s.logger
 	// ReverseProxy logs here what it cannot answer with an error status,
 	// such as an upstream that failed in the middle of a response body.
 	errLog, _ := zap.NewStdLogAt(log, zap.WarnLevel) // fails only for an unknown level
-	s.proxy = &httputil.ReverseProxy{
+	return &httputil.ReverseProxy{
 		// without a pool every response allocates a fresh 32 KiB copy
 		// buffer: 81% of the bytes allocated per request (pprof)
-		BufferPool: buffers,
+		BufferPool: b.s.buffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// Rewrite starts from a request without hop-by-hop and
 			// X-Forwarded-* headers: the client's are replaced, unless
 			// it is a trusted proxy.
-			trusted.setForwarded(pr)
+			s.trusted.setForwarded(pr)
 			pr.Out.Host = pr.In.Host
+			st := stateOf(pr.In)
+			pr.Out.Header["X-Request-Id"] = []string{string(st.vars.requestID)}
+			if rt.strip != "" {
+				p := route.StripPrefix(requestPath(pr.In), rt.strip)
+				pr.Out.URL.RawPath = p
+				if u, err := url.PathUnescape(p); err == nil {
+					pr.Out.URL.Path = u
+				}
+			}
+			rt.rules.applyRequest(pr.Out.Header, &st.vars)
 		},
-		Transport: pool,
+		ModifyResponse: func(resp *http.Response) error {
+			rt.rules.applyResponse(resp.Header, &stateOf(resp.Request).vars)
+			return nil
+		},
+		Transport: rt.pool,
 		ErrorLog:  errLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var down *UpstreamsDownError
@@ -90,33 +105,49 @@ func newSite(sc config.Site, transport http.RoundTripper, buffers httputil.Buffe
 			http.Error(w, "502 Bad Gateway: the upstream did not answer", http.StatusBadGateway)
 		},
 	}
-	return s, nil
 }
 
-// ServeHTTP answers a request routed to this site, counting it when metrics
-// are on.
+// ServeHTTP answers a request routed to this site (net/http's paths),
+// counting it when metrics are on.
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.hsts != "" && r.TLS != nil {
+		w.Header()["Strict-Transport-Security"] = []string{s.hsts}
+	}
+	rt := s.match(requestPath(r))
+	if rt == nil {
+		http.Error(w, "404 Not Found: no route of this site takes this path", http.StatusNotFound)
+		return
+	}
+	st := &requestState{}
+	st.vars.clientIP = []byte(s.trusted.clientIP(r))
+	st.vars.host = []byte(stripPort(r.Host))
+	st.vars.requestID = s.trusted.requestID(r)
+	r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
 	if s.metrics == nil {
-		s.serve(w, r)
+		s.serveRoute(w, r, rt)
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	// deferred, so that a response aborted mid-body (http.ErrAbortHandler)
 	// is counted too
-	defer s.metrics.done(sw, time.Now(), s.proxy != nil)
-	s.serve(sw, r)
+	defer s.metrics.done(sw, time.Now(), rt.action == actProxy)
+	s.serveRoute(sw, r, rt)
 }
 
-func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
-	if s.hsts != "" && r.TLS != nil {
-		w.Header()["Strict-Transport-Security"] = []string{s.hsts}
+// requestState is what the core decided for a request on the net/http
+// path, for the stages after routing (forwarding, header rules, logs).
+type requestState struct {
+	vars ruleVars
+}
+
+type requestStateKey struct{}
+
+// stateOf returns r's state (an empty one outside Site.ServeHTTP).
+func stateOf(r *http.Request) *requestState {
+	if st, ok := r.Context().Value(requestStateKey{}).(*requestState); ok {
+		return st
 	}
-	if s.respond != nil {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write(s.respond)
-		return
-	}
-	s.proxy.ServeHTTP(w, r)
+	return &requestState{}
 }
 
 // bufferPool lends the 32 KiB buffers ReverseProxy copies bodies through.

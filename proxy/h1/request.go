@@ -181,6 +181,7 @@ const (
 	KindForwarded
 	KindHopByHop // Keep-Alive, Proxy-Connection, Proxy-Authorization, Proxy-Authenticate
 	KindTrailer
+	KindXRequestID
 )
 
 // headerKind classifies a header name, case-insensitively.
@@ -215,6 +216,10 @@ func HeaderKind(name []byte) int {
 			return KindConnection
 		case foldEq(name, "keep-alive"):
 			return KindHopByHop
+		}
+	case 12:
+		if foldEq(name, "x-request-id") {
+			return KindXRequestID
 		}
 	case 14:
 		if foldEq(name, "content-length") {
