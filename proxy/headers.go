@@ -9,7 +9,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/portico-proxy/portico/config")
+	"github.com/portico-proxy/portico/config"
+)
 
 // headerRules are the header rules of a route: its site's [site.headers],
 // then its own [site.route.headers]. A set replaces every value the
