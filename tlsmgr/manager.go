@@ -197,7 +197,7 @@ func (m *Manager) newACMEIssuer(cfg *config.Config, f *family, ca, keyType strin
 	if cfg.ACME.EABKeyID != "" {
 		eab = &acme.EAB{KeyID: cfg.ACME.EABKeyID, MACKey: cfg.ACME.EABHMAC}
 	}
-	return certmagic.NewACMEIssuer(f.cfg, certmagic.ACMEIssuer{
+	iss := certmagic.NewACMEIssuer(f.cfg, certmagic.ACMEIssuer{
 		CA:                      ca,
 		Email:                   cfg.ACME.Email,
 		Agreed:                  cfg.ACME.AgreeTOS,
@@ -230,6 +230,11 @@ func (m *Manager) newACMEIssuer(cfg *config.Config, f *family, ca, keyType strin
 			return acct, nil
 		},
 	})
+	if !watchAuthorizations(iss, m.logger.Named("acme").With(zap.String("ca", ca))) {
+		m.logger.Warn("cannot watch authorizations (certmagic's ACMEIssuer changed): a CA that leaves a failed challenge pending is waited for until the order times out",
+			zap.String("ca", ca))
+	}
+	return iss
 }
 
 // splitListen returns the host and port of a listen address, with def when
