@@ -14,7 +14,8 @@ import (
 )
 
 // TestReloadAppliesACMEOrRefuses: a SIGHUP that adds rsa2048 to [acme]
-// key_types gets RSA-only clients a certificate without a restart; a
+// key_types gets RSA-only clients a certificate without a restart; one
+// that changes the CA sends the next order to the new CA; a
 // reload whose site's DNS provider cannot be set up (Route 53 with an AWS
 // profile the environment names but no file holds: `validate` cannot see
 // that) answers 400 naming the site, and the running config stays: no name
@@ -54,7 +55,25 @@ func TestReloadAppliesACMEOrRefuses(t *testing.T) {
 		return err == nil && st.PeerCertificates[0].PublicKeyAlgorithm == x509.RSA
 	})
 
-	p.writeConfig(acme(`"p256", "rsa2048"`) + sites + site([]string{"other.test"}, `respond = "o"`) +
+	// a new CA (Pebble behind a proxy, which counts the calls): the next
+	// order goes to it
+	mitm := startCAInTheMiddle(t, e.pebble)
+	viaMITM := strings.Replace(strings.Replace(acme(`"p256", "rsa2048"`), fmt.Sprintf("ca = %q", e.pebble.DirectoryURL()),
+		fmt.Sprintf("ca = %q", mitm.srv.URL+"/dir"), 1),
+		fmt.Sprintf("ca_roots = [%q]", e.pebble.RootsFile()), fmt.Sprintf("ca_roots = [%q]", mitm.rootsFile(t)), 1)
+	e.dns.SetA("two.test", "127.0.0.1")
+	sites += site([]string{"two.test"}, `respond = "2"`)
+	p.writeConfig(viaMITM + sites)
+	p.signal(syscall.SIGHUP)
+	waitFor(t, 60*time.Second, "two.test served after a reload that changed the CA", func() bool {
+		_, err := tryHandshake(addr, "two.test", e.pebble.IssuerRoots(), tls13)
+		return err == nil
+	})
+	if mitm.calls.Load() == 0 {
+		t.Error("the order after the reload did not go to the new CA")
+	}
+
+	p.writeConfig(viaMITM + sites + site([]string{"other.test"}, `respond = "o"`) +
 		site([]string{"*.r53.test"}, "respond = \"r\"\nchallenges = [\"dns-01\"]\n[site.dns]\nprovider = \"route53\""))
 	resp, err := http.Post("http://"+adminAddr+"/reload", "", nil)
 	if err != nil {
@@ -68,7 +87,7 @@ func TestReloadAppliesACMEOrRefuses(t *testing.T) {
 	var rows []certRow
 	adminGet(t, "http://"+adminAddr, "/certificates", &rows)
 	for _, r := range rows {
-		if r.Name != "k.test" {
+		if r.Name != "k.test" && r.Name != "two.test" {
 			t.Errorf("GET /certificates after a refused reload lists %s", r.Name)
 		}
 	}

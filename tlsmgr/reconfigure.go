@@ -150,8 +150,18 @@ func (m *Manager) install(set *acmeSet) {
 	if old == nil {
 		return
 	}
+	changed := acmeChanges(old, set.cfg)
 	m.logger.Info("[acme] changed: new orders use the new settings; certificates in service stay until renewed or replaced",
-		zap.Strings("changed", acmeChanges(old, set.cfg)), zap.Strings("key_types", set.cfg.ACME.KeyTypes))
+		zap.Strings("changed", changed), zap.Strings("key_types", set.cfg.ACME.KeyTypes))
+	if slices.Contains(changed, "acme.account_key_type") && !slices.Contains(changed, "acme.ca") && !slices.Contains(changed, "acme.email") {
+		// certmagic finds the account by CA and email: an account that
+		// exists keeps its key, as it would across a restart
+		m.logger.Warn("[acme] account_key_type changed: it applies to accounts created from now on; the existing account for this CA and email keeps its key (change email, or remove the account from storage, to get a new one)",
+			zap.String("account_key_type", set.cfg.ACME.AccountKeyType))
+	}
+	if slices.Contains(changed, "acme.ca") && set.local == nil {
+		go m.logTermsOfService()
+	}
 	m.dropUnconfiguredKeyTypes(set.cfg.ACME.KeyTypes)
 }
 

@@ -112,3 +112,36 @@ func TestApplyFollowsACMEChanges(t *testing.T) {
 		return err == nil && c.Leaf != nil && c.Leaf.PublicKeyAlgorithm == x509.RSA
 	})
 }
+
+// TestApplyUsesNewCASettings: after a reload that changes the CA, email and
+// profile, the issuers that make the next orders carry the new ones, for
+// the default variant and for a site's own.
+func TestApplyUsesNewCASettings(t *testing.T) {
+	dir := t.TempDir()
+	const sites = "[[site]]\nhosts = [\"a.example.net\"]\nrespond = \"ok\"\n" +
+		"[[site]]\nhosts = [\"b.example.net\"]\nrespond = \"ok\"\nchallenges = [\"tls-alpn-01\"]\n"
+	acme := func(ca, email, profile string) string {
+		return fmt.Sprintf("ca = %q\nemail = %q\nagree_tos = true\nprofile = %q\n", ca, email, profile)
+	}
+	first := sitesConfig(t, dir, acme("https://127.0.0.1:1/dir", "old@example.net", "classic"), sites)
+	m, err := New(first, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	ctx := context.Background()
+	if err := m.Apply(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(ctx, sitesConfig(t, dir, acme("https://127.0.0.1:2/dir", "new@example.net", "tlsserver"), sites)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a.example.net", "b.example.net", "unmanaged.example.net"} {
+		for _, f := range m.familiesFor(name) {
+			iss := f.issuers[0]
+			if iss.CA != "https://127.0.0.1:2/dir" || iss.Email != "new@example.net" || iss.Profile != "tlsserver" {
+				t.Errorf("%s (%s): the next order goes to %s as %s with profile %q, want the reloaded settings", name, f.keyType, iss.CA, iss.Email, iss.Profile)
+			}
+		}
+	}
+}
