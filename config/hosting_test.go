@@ -121,3 +121,18 @@ respond = "w"
 		t.Fatalf("site challenges %v", c)
 	}
 }
+
+// TestDNSJudgedLikeRun: the settings the running Portico refuses (a hosted
+// zone ID with the "/hostedzone/" prefix) are refused by validate, and
+// those it accepts ("aws-global", the SDK's region for Route 53) are
+// accepted (tlsmgr/dnsprovider's TestValidateAndRunAgree checks the rest).
+func TestDNSJudgedLikeRun(t *testing.T) {
+	const head = acmeHead + "challenges = [\"dns-01\"]\n[acme.dns]\nprovider = \"route53\"\n"
+	_, err := Parse("portico.toml", []byte(head+"hosted_zone_id = \"/hostedzone/Z1D633PJN98FT9\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "acme.dns.hosted_zone_id") || !strings.Contains(err.Error(), `without the "/hostedzone/" prefix`) {
+		t.Errorf("hosted_zone_id with its /hostedzone/ prefix: %v", err)
+	}
+	if _, err := Parse("portico.toml", []byte(head+"region = \"aws-global\"\n")); err != nil {
+		t.Errorf("region aws-global refused: %v", err)
+	}
+}

@@ -2,7 +2,6 @@ package config
 
 import (
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -700,67 +699,20 @@ func (s Site) EffectiveDNS(a ACME) *DNS {
 }
 
 func (v *validator) validateDNS(base string, d *DNS) {
-	if !slices.Contains(DNSProviders(), d.Provider) {
-		v.bad(base+".provider", "allowed: "+strings.Join(DNSProviders(), ", "), "unknown DNS provider %q", d.Provider)
-		return
-	}
-	if d.PropagationTimeout < 0 {
-		v.bad(base+".propagation_timeout", `use a duration such as "2m"`, "negative duration")
-	}
-	for _, r := range d.Resolvers {
-		if _, port, err := net.SplitHostPort(r); err != nil || !validPort(port) {
-			v.bad(base+".resolvers", `write resolvers as host:port, e.g. "1.1.1.1:53"`, "%q is not host:port", r)
-		}
-	}
+	// one judge for `validate` and the running Portico: see dnscheck.go
 	for _, p := range CheckDNS(d) {
-		v.bad(base+"."+p.Key, p.Fix, "%s", p.Msg)
+		path := base + "." + p.Key
+		line := v.lines.line(path)
+		if i := strings.IndexByte(p.Key, '['); i > 0 {
+			line = v.lines.line(base + "." + p.Key[:i]) // resolvers[1]: the resolvers line
+		}
+		v.problems = append(v.problems, Problem{File: v.file, Line: line, Key: display(base) + "." + p.Key, Msg: p.Msg, Fix: p.Fix})
 	}
-}
-
-// DNSProblem is one problem with a provider's settings.
-type DNSProblem struct{ Key, Msg, Fix string }
-
-// CheckDNS reports what a provider needs that the settings lack. Messages
-// never include secret values.
-func CheckDNS(d *DNS) []DNSProblem {
-	var out []DNSProblem
-	switch d.Provider {
-	case "cloudflare":
-		if d.APIToken == "" {
-			out = append(out, DNSProblem{"api_token", "missing: Cloudflare needs an API token with Zone.DNS edit permission", `set api_token = "{env.CLOUDFLARE_API_TOKEN}"`})
-		}
-	case "route53":
-		if (d.AccessKeyID == "") != (d.SecretAccessKey == "") {
-			out = append(out, DNSProblem{"access_key_id", "access_key_id and secret_access_key go together", "set both, or neither to use the AWS default credential chain"})
-		}
-		if d.Region != "" && !awsRegion.MatchString(d.Region) {
-			out = append(out, DNSProblem{"region", "not an AWS region name", `use a region such as "us-east-1"`})
-		}
-		if d.HostedZoneID != "" && !hostedZone.MatchString(d.HostedZoneID) {
-			out = append(out, DNSProblem{"hosted_zone_id", "not a Route 53 hosted zone id", `copy the id from the Route 53 console, e.g. "Z1D633PJN98FT9"`})
-		}
-	case "rfc2136":
-		if _, port, err := net.SplitHostPort(d.Server); err != nil || !validPort(port) {
-			out = append(out, DNSProblem{"server", "missing or not host:port", `set server = "ns1.example.net:53"`})
-		}
-		if d.KeyName == "" {
-			out = append(out, DNSProblem{"key_name", "missing: the TSIG key's name", `set key_name = "portico."`})
-		}
-		if !slices.Contains([]string{"hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"}, strings.TrimSuffix(strings.ToLower(d.KeyAlg), ".")) {
-			out = append(out, DNSProblem{"key_alg", "unknown TSIG algorithm", "use hmac-sha256 (or hmac-sha384, hmac-sha512)"})
-		}
-		if _, err := base64.StdEncoding.DecodeString(d.Key); err != nil || d.Key == "" {
-			out = append(out, DNSProblem{"key", "missing or not base64", "paste the TSIG secret as your DNS server shows it (base64)"})
-		}
-	}
-	return out
 }
 
 var (
-	awsRegion  = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$`)
-	hostedZone = regexp.MustCompile(`^(/hostedzone/)?Z[A-Z0-9]{1,31}$`)
-	tokenRe    = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-	base64URL  = regexp.MustCompile(`^[A-Za-z0-9_-]+={0,2}$`)
+	tokenRe   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	base64URL = regexp.MustCompile(`^[A-Za-z0-9_-]+={0,2}$`)
 )
 
 func isToken(s string) bool     { return tokenRe.MatchString(s) }

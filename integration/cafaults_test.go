@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -28,6 +29,11 @@ type caInTheMiddle struct {
 	mode  atomic.Value // "pass", "fail", "delay", "hang"
 	calls atomic.Int64
 	srv   *httptest.Server
+	// pendingFailures makes it answer like smallstep step-ca: a failed
+	// validation leaves the challenge and authorization "pending", with
+	// the error kept on the challenge
+	pendingFailures atomic.Bool
+	authzPolls      atomic.Int64 // requests for authorizations
 }
 
 func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
@@ -46,6 +52,9 @@ func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
 		}
 		resp.Body.Close()
 		body = bytes.ReplaceAll(body, []byte(from), []byte(to))
+		if m.pendingFailures.Load() {
+			body = failedToPending(body)
+		}
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 		resp.ContentLength = int64(len(body))
 		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
@@ -58,6 +67,9 @@ func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
 	}
 	m.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.calls.Add(1)
+		if strings.HasPrefix(r.URL.Path, "/authZ/") {
+			m.authzPolls.Add(1)
+		}
 		switch m.mode.Load() {
 		case "fail":
 			if r.Method == http.MethodPost {
@@ -80,6 +92,28 @@ func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
 	})
 	t.Cleanup(m.srv.Close)
 	return m
+}
+
+// failedToPending rewrites an invalid authorization or challenge to
+// "pending", keeping the challenges' errors.
+func failedToPending(body []byte) []byte {
+	var obj map[string]any
+	if json.Unmarshal(body, &obj) != nil || obj["status"] != "invalid" {
+		return body
+	}
+	obj["status"] = "pending"
+	if chals, ok := obj["challenges"].([]any); ok {
+		for _, c := range chals {
+			if c, ok := c.(map[string]any); ok && c["status"] == "invalid" {
+				c["status"] = "pending"
+			}
+		}
+	}
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return body
+	}
+	return out
 }
 
 func (m *caInTheMiddle) rootsFile(t *testing.T) string {

@@ -103,9 +103,10 @@ func (m *Manager) familyFor(name, kt string) *family {
 // operator, once per backoff step for the whole fleet.
 func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cause error) {
 	ca := "local"
+	var cas []string
 	if len(f.issuers) > 0 {
 		// every CA in the list was tried and failed
-		cas := make([]string, len(f.issuers))
+		cas = make([]string, len(f.issuers))
 		for i, iss := range f.issuers {
 			cas[i] = iss.CA
 		}
@@ -116,7 +117,7 @@ func (m *Manager) recordFailure(ctx context.Context, name string, f *family, cau
 	if err != nil {
 		m.logger.Error("could not record failure in ledger", zap.String("name", name), zap.Error(err))
 	}
-	hint := explain(name, cause)
+	hint := explain(name, cas, cause)
 	msg := fmt.Sprintf("certificate for %s (%s) could not be obtained; next attempt in %s", name, f.keyType, ShortDuration(time.Until(e.NextAttempt)))
 	if hint != "" {
 		msg += "; what to check: " + hint

@@ -47,18 +47,14 @@ type family struct {
 // the config. Create it with New, give it names with Apply, and use
 // GetCertificate in a tls.Config.
 type Manager struct {
-	logger   *zap.Logger
-	storage  certmagic.Storage
-	cache    *certmagic.Cache
-	families []*family // the default variant's, by key type
-	local    *LocalCA
-	roots    *x509.CertPool
-	acmeCfg  *config.Config // the ACME, listen and renewal settings variants are built from
-	ledger   *ledger
-	sched    *scheduler
-	index    *certIndex
-	loader   *storeLoader
-	slots    orderSlots
+	logger  *zap.Logger
+	storage certmagic.Storage
+	cache   *certmagic.Cache
+	ledger  *ledger
+	sched   *scheduler
+	index   *certIndex
+	loader  *storeLoader
+	slots   orderSlots
 
 	defaultSNI atomic.Pointer[string]     // [listen] default_sni, for hellos without SNI
 	tickets    atomic.Pointer[tls.Config] // holds the fleet's session ticket keys
@@ -75,9 +71,16 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.RWMutex
-	names     map[string]struct{} // managed names
+	mu sync.RWMutex
+	// the acmeSet in force (see reconfigure.go): a reload of [acme]
+	// replaces them together
+	families  []*family // the default variant's, by key type
+	local     *LocalCA
+	roots     *x509.CertPool
+	acmeCfg   *config.Config      // the ACME, listen and renewal settings variants are built from
+	acmeKey   string              // acmeSettingsKey(acmeCfg)
 	variants  map[string]*variant // by challengeSpec.key()
+	names     map[string]struct{} // managed names
 	nameVar   map[string]*variant // each managed name's variant
 	odNames   map[string]bool     // names obtained on demand (also in nameVar)
 	od        atomic.Pointer[onDemand]
@@ -110,7 +113,6 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		nameVar:  map[string]*variant{},
 		odNames:  map[string]bool{},
 		caURL:    cfg.ACME.CA,
-		acmeCfg:  cfg,
 		index:    newCertIndex(),
 		slots:    orderSlots{storage: storage, n: cfg.Renewal.MaxConcurrent},
 	}
@@ -124,21 +126,12 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 		OCSPCheckInterval: min(cfg.Renewal.CheckInterval.Std(), time.Hour),
 		Logger:            logger.Named("certmagic"),
 	})
-	roots, err := loadRoots(cfg.ACME.CARoots)
+	set, err := m.newACMESet(cfg, false)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	m.roots = roots
-	if cfg.ACME.CA == "local" {
-		m.local = NewLocalCA(storage)
-	}
-	def, err := m.variantFor(defaultSpec(cfg))
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	m.families = def.families
+	m.install(set)
 	m.sched = newScheduler(m, cfg.Renewal)
 	m.setNotifiers(cfg)
 	// until the fleet's ticket keys are read from storage, a key of our own
@@ -153,7 +146,8 @@ func NewWithStorage(cfg *config.Config, storage certmagic.Storage, logger *zap.L
 	return m, nil
 }
 
-func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.CertPool, spec challengeSpec) (*family, error) {
+func (m *Manager) newFamily(set *acmeSet, keyType string, spec challengeSpec) (*family, error) {
+	cfg, roots := set.cfg, set.roots
 	f := &family{keyType: keyType, ecdsa: !config.IsRSA(keyType), onDemand: spec.onDemand}
 	f.cfg = certmagic.New(m.cache, certmagic.Config{
 		RenewalWindowRatio: cfg.Renewal.Ratio,
@@ -167,8 +161,8 @@ func (m *Manager) newFamily(cfg *config.Config, keyType string, roots *x509.Cert
 	if spec.onDemand {
 		f.cfg.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: m.onDemandDecision}
 	}
-	if m.local != nil {
-		f.cfg.Issuers = []certmagic.Issuer{m.local}
+	if set.local != nil {
+		f.cfg.Issuers = []certmagic.Issuer{set.local}
 		return f, nil
 	}
 	var solver acmez.Solver
@@ -203,7 +197,7 @@ func (m *Manager) newACMEIssuer(cfg *config.Config, f *family, ca, keyType strin
 	if cfg.ACME.EABKeyID != "" {
 		eab = &acme.EAB{KeyID: cfg.ACME.EABKeyID, MACKey: cfg.ACME.EABHMAC}
 	}
-	return certmagic.NewACMEIssuer(f.cfg, certmagic.ACMEIssuer{
+	iss := certmagic.NewACMEIssuer(f.cfg, certmagic.ACMEIssuer{
 		CA:                      ca,
 		Email:                   cfg.ACME.Email,
 		Agreed:                  cfg.ACME.AgreeTOS,
@@ -236,6 +230,11 @@ func (m *Manager) newACMEIssuer(cfg *config.Config, f *family, ca, keyType strin
 			return acct, nil
 		},
 	})
+	if !watchAuthorizations(iss, m.logger.Named("acme").With(zap.String("ca", ca))) {
+		m.logger.Warn("cannot watch authorizations (certmagic's ACMEIssuer changed): a CA that leaves a failed challenge pending is waited for until the order times out",
+			zap.String("ca", ca))
+	}
+	return iss
 }
 
 // splitListen returns the host and port of a listen address, with def when
@@ -307,8 +306,11 @@ func (m *Manager) Start() {
 		}
 		cancel()
 	}
-	if m.local != nil {
-		if _, err := m.local.Root(m.ctx); err != nil {
+	m.mu.RLock()
+	local, acmeDefined := m.local, m.acmeCfg.ACMEDefined
+	m.mu.RUnlock()
+	if local != nil {
+		if _, err := local.Root(m.ctx); err != nil {
 			m.logger.Error("local CA root unavailable", zap.Error(err))
 		} else if fs, ok := m.storage.(*certmagic.FileStorage); ok {
 			m.logger.Info("local CA root: trust this certificate in clients",
@@ -317,7 +319,7 @@ func (m *Manager) Start() {
 			m.logger.Info("local CA root is in storage; export it with `portico certs -root`",
 				zap.String("storage_key", localCARootCert))
 		}
-	} else if m.acmeCfg.ACMEDefined {
+	} else if acmeDefined {
 		go m.logTermsOfService()
 	}
 	go m.refreshTicketKeys(m.ctx)
@@ -341,17 +343,32 @@ func (m *Manager) Stop() {
 
 // LocalRootPEM returns the local CA's root certificate, when ca = "local".
 func (m *Manager) LocalRootPEM(ctx context.Context) ([]byte, error) {
-	if m.local == nil {
+	m.mu.RLock()
+	local := m.local
+	m.mu.RUnlock()
+	if local == nil {
 		return nil, errors.New("the local CA is not in use (ca is not \"local\")")
 	}
-	return m.local.RootPEM(ctx)
+	return local.RootPEM(ctx)
 }
 
 // Apply makes the managed names those of cfg's sites: new names are loaded
 // from storage at once (so a restart serves what storage holds even with the
 // CA down) and ordered in the background when storage has none; removed names
-// stop being managed and leave the cache.
-func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
+// stop being managed and leave the cache. A changed [acme] is applied as a
+// whole (see reconfigure.go).
+//
+// When a site cannot be set up (its challenge solver or DNS provider cannot
+// be built), Apply changes nothing and says which site: a reload that would
+// leave names silently unmanaged is refused, and the running config stays.
+func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
+	set, err := m.prepare(cfg)
+	if err != nil {
+		return fmt.Errorf("certificates cannot be set up: %w", err)
+	}
+	if set != nil {
+		m.install(set)
+	}
 	m.setNotifiers(cfg)
 	sni := cfg.Listen.DefaultSNI
 	m.defaultSNI.Store(&sni)
@@ -384,6 +401,9 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 			continue
 		}
 		vars[n] = m.nameVar[n]
+		if od := m.od.Load(); od != nil {
+			vars[n] = od.v // (rebuilt when [acme] changed)
+		}
 	}
 	m.nameVar = vars
 	var added, removed []string
@@ -424,8 +444,10 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 		m.loader.loadAll(ctx, added)
 		m.refresh(added...)
 		m.logger.Info("names managed", zap.Strings("names", added), zap.Duration("load_took", time.Since(start)))
-		m.sched.kick()
 	}
+	// a pass now: new names, and new key types or CA settings, are ordered
+	m.sched.kick()
+	return nil
 }
 
 // managed reports whether name is in the config.
@@ -497,7 +519,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			}
 		}
 	}
-	return m.families[0].cfg.GetCertificate(hello)
+	return m.defaultFamilies()[0].cfg.GetCertificate(hello)
 }
 
 // mayHold reports whether name is one Portico serves: managed (exactly or by
@@ -580,7 +602,7 @@ func (m *Manager) cached(f *family, name string) (certmagic.Certificate, bool) {
 // URL, which agree_tos = true agrees to. The URL comes from the CA, never
 // from Portico's code.
 func (m *Manager) logTermsOfService() {
-	for _, f := range m.families {
+	for _, f := range m.defaultFamilies() {
 		if f.acme == nil {
 			continue
 		}

@@ -107,7 +107,7 @@ func (m *Manager) loadStatic(ctx context.Context, certFile, keyFile, stamp strin
 	for i, n := range names {
 		names[i] = strings.ToLower(n)
 	}
-	hash, err := m.families[0].cfg.CacheUnmanagedTLSCertificate(ctx, pair, []string{"portico-static"})
+	hash, err := m.defaultFamilies()[0].cfg.CacheUnmanagedTLSCertificate(ctx, pair, []string{"portico-static"})
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ func (m *Manager) Expiries(ctx context.Context) []CertStatus {
 func (m *Manager) status(ctx context.Context, full bool) []CertStatus {
 	var out []CertStatus
 	var kts []string
-	for _, f := range m.families {
+	for _, f := range m.defaultFamilies() {
 		kts = append(kts, f.keyType)
 	}
 	failing := m.ledger.entries(ctx, kts)

@@ -2,10 +2,10 @@ package tlsmgr
 
 import (
 	"fmt"
-
-	"github.com/caddyserver/certmagic"
 	"slices"
 	"strings"
+
+	"github.com/caddyserver/certmagic"
 
 	"github.com/portico-proxy/portico/config"
 )
@@ -57,30 +57,49 @@ func siteSpec(cfg *config.Config, s config.Site) challengeSpec {
 	return spec
 }
 
-// variantFor returns the variant for spec, building it on first use.
+// variantFor returns the variant for spec, building it on first use from
+// the [acme] settings in force.
 func (m *Manager) variantFor(spec challengeSpec) (*variant, error) {
 	key := spec.key()
-	m.mu.RLock()
-	v := m.variants[key]
-	m.mu.RUnlock()
-	if v != nil {
+	for {
+		m.mu.RLock()
+		set := acmeSet{cfg: m.acmeCfg, roots: m.roots, local: m.local}
+		v := m.variants[key]
+		m.mu.RUnlock()
+		if v != nil {
+			return v, nil
+		}
+		v, err := m.buildVariant(&set, spec)
+		if err != nil {
+			return nil, err
+		}
+		m.mu.Lock()
+		if m.acmeCfg != set.cfg {
+			// a reload replaced [acme] while this was built: build
+			// again from the new settings
+			m.mu.Unlock()
+			continue
+		}
+		if existing := m.variants[key]; existing != nil {
+			v = existing
+		} else {
+			m.variants[key] = v
+		}
+		m.mu.Unlock()
 		return v, nil
 	}
-	v = &variant{spec: spec}
-	for _, kt := range m.acmeCfg.ACME.KeyTypes {
-		f, err := m.newFamily(m.acmeCfg, kt, m.roots, spec)
+}
+
+// buildVariant makes the families of spec, one per key type of set.
+func (m *Manager) buildVariant(set *acmeSet, spec challengeSpec) (*variant, error) {
+	v := &variant{spec: spec}
+	for _, kt := range set.cfg.ACME.KeyTypes {
+		f, err := m.newFamily(set, kt, spec)
 		if err != nil {
 			return nil, err
 		}
 		v.families = append(v.families, f)
 	}
-	m.mu.Lock()
-	if existing := m.variants[key]; existing != nil {
-		v = existing
-	} else {
-		m.variants[key] = v
-	}
-	m.mu.Unlock()
 	return v, nil
 }
 
@@ -88,12 +107,19 @@ func (m *Manager) variantFor(spec challengeSpec) (*variant, error) {
 // the default one.
 func (m *Manager) familiesFor(name string) []*family {
 	m.mu.RLock()
-	v := m.nameVar[name]
-	m.mu.RUnlock()
-	if v == nil {
-		return m.families
+	defer m.mu.RUnlock()
+	if v := m.nameVar[name]; v != nil {
+		return v.families
 	}
-	return v.families
+	return m.families
+}
+
+// defaultFamilies returns the default variant's families (a reload of
+// [acme] replaces them).
+func (m *Manager) defaultFamilies() []*family {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.families
 }
 
 // httpIssuers lists the ACME issuers of every variant that may answer

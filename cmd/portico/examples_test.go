@@ -69,6 +69,8 @@ func exampleEnv(name string) string {
 		return "ops@example.net"
 	case strings.Contains(n, "WEBHOOK"), strings.HasSuffix(n, "_URL"), strings.Contains(n, "ASK"):
 		return "https://hooks.example.net/portico"
+	case strings.Contains(n, "ACCESS_KEY_ID"):
+		return "AKIAIOSFODNN7EXAMPLE" // the form AWS gives: letters and digits
 	case strings.Contains(n, "REGION"):
 		return "us-east-1"
 	case strings.Contains(n, "ZONE"):

@@ -92,6 +92,9 @@ func (a *app) start() error {
 	if err != nil {
 		return err
 	}
+	if err := certs.Check(a.cfg); err != nil {
+		return err
+	}
 	a.certs = certs
 	srv, err := proxy.New(a.cfg, certs, a.logger.Named("proxy"))
 	if err != nil {
@@ -117,7 +120,11 @@ func (a *app) start() error {
 	a.logger.Info("portico started", zap.String("version", versionString()), zap.String("config", a.cfg.Path),
 		zap.String("http", httpAddr), zap.String("https", httpsAddr), zap.String("admin", adminAddr), zap.Int("sites", len(a.cfg.Sites)))
 	certs.Start()
-	certs.Apply(context.Background(), a.cfg)
+	if err := certs.Apply(context.Background(), a.cfg); err != nil {
+		// checked above: only a change since (in the AWS environment,
+		// say) gets here, and the proxy is already serving
+		a.logger.Error("some sites' certificates are not managed", zap.Error(err))
+	}
 	return nil
 }
 
@@ -143,11 +150,22 @@ func (a *app) reload() error {
 		a.logger.Error("reload refused: the running config stays", zap.String("config", a.path), zap.Strings("problems", problems))
 		return err
 	}
+	// every site's certificates must be manageable before anything is
+	// swapped: a reload is applied whole or not at all
+	if err := a.certs.Check(cfg); err != nil {
+		a.logger.Error("reload refused: the running config stays", zap.String("config", a.path), zap.Error(err))
+		return err
+	}
 	if err := a.srv.Swap(cfg); err != nil {
 		a.logger.Error("reload refused: the running config stays", zap.Error(err))
 		return err
 	}
-	a.certs.Apply(context.Background(), cfg)
+	if err := a.certs.Apply(context.Background(), cfg); err != nil {
+		// Check passed a moment ago: the routes are swapped, the
+		// certificates keep the previous config
+		a.logger.Error("reload: the new routes are in force but the certificates keep the previous config", zap.Error(err))
+		return err
+	}
 	if cfg.Listen.Admin != a.cfg.Listen.Admin || cfg.Listen.AdminToken != a.cfg.Listen.AdminToken {
 		a.logger.Warn("[listen] admin or admin_token changed in the config; the admin API keeps the old ones until the next restart")
 	}

@@ -73,8 +73,8 @@ func TestCheckRefusesBadSettings(t *testing.T) {
 		key  string   // the message starts with "<key>: "
 		want []string // substrings of that message (the fix)
 	}{
-		{"no provider", config.DNS{}, "provider", []string{"missing", `"cloudflare", "route53", "rfc2136"`}},
-		{"unknown provider", config.DNS{Provider: "godaddy"}, "provider", []string{`"godaddy"`, `"cloudflare", "route53", "rfc2136"`}},
+		{"no provider", config.DNS{}, "provider", []string{"missing", "cloudflare, route53, rfc2136"}},
+		{"unknown provider", config.DNS{Provider: "godaddy"}, "provider", []string{`"godaddy"`, "cloudflare, route53, rfc2136"}},
 		{"negative propagation timeout", withDNS(goodCloudflare(), func(d *config.DNS) { d.PropagationTimeout = -1 }),
 			"propagation_timeout", []string{"negative", "positive duration"}},
 		{"resolver bad port", withDNS(goodCloudflare(), func(d *config.DNS) { d.Resolvers = []string{"1.1.1.1:99999"} }),
