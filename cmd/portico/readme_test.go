@@ -75,6 +75,8 @@ func tomlType(t reflect.Type) string {
 		return tomlType(t.Elem())
 	case t.Kind() == reflect.Slice:
 		return "array of " + tomlType(t.Elem()) + "s"
+	case t.Kind() == reflect.Map:
+		return "table of " + tomlType(t.Elem()) + "s"
 	}
 	switch t.Kind() {
 	case reflect.String:
