@@ -467,8 +467,9 @@ func containsAll(s string, subs []string) bool {
 	return true
 }
 
-// TestParseTOMLErrors: errors the TOML decoder finds stop parsing and still
-// name the line and, where it knows it, the key.
+// TestParseTOMLErrors: errors the TOML decoder finds (a syntax error stops
+// parsing; a value of the wrong type does not) name the line and, where it
+// knows it, the key.
 func TestParseTOMLErrors(t *testing.T) {
 	tests := []struct {
 		name string

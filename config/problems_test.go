@@ -1,0 +1,90 @@
+package config_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestParseTypeErrorsWithTheRest: values of the wrong type do not stop the
+// check. Every problem of the file is reported at once, type errors among
+// the others, in file order, and the report is the same on every run (the
+// decoder walks Go maps, whose order changes from run to run).
+func TestParseTypeErrorsWithTheRest(t *testing.T) {
+	src := `[acme]
+email = "ops@example.net"
+agree_tos = "yes"
+
+[renewal]
+max_concurrent = 2.5
+check_interval = "ten minutes"
+backoff = "1m"
+
+[[site]]
+hosts = ["bad_host.example.net"]
+upstreams = ["http://127.0.0.1:8080"]
+colour = "blue"
+
+[[site]]
+respond = "hi"
+hosts = "b.example.net"
+redirect_https = "no"
+`
+	want := []string{
+		`3 acme.agree_tos incompatible types`,
+		`6 renewal.max_concurrent incompatible types`,
+		`7 renewal.check_interval time: invalid duration "ten minutes"`,
+		`8 renewal.backoff incompatible types`,
+		`11 site[1].hosts "bad_host.example.net"`,
+		`13 site[1].colour unknown key`,
+		`17 site[2].hosts incompatible types`,
+		`18 site[2].redirect_https incompatible types`,
+	}
+	var first string
+	for run := range 20 {
+		_, err, _ := parse(t, src, nil)
+		errs := problemsOf(t, err)
+		var got []string
+		for i, p := range errs {
+			got = append(got, fmt.Sprintf("%d %s %s", p.Line, p.Key, p.Msg))
+			if i < len(want) && !strings.HasPrefix(got[i], want[i]) {
+				t.Errorf("problem %d is %q, want %q…", i+1, got[i], want[i])
+			}
+		}
+		if len(errs) != len(want) {
+			t.Fatalf("got %d problems, want %d:\n%s", len(errs), len(want), strings.Join(got, "\n"))
+		}
+		for _, p := range errs {
+			if p.Fix == "" {
+				t.Errorf("%s: no fix", p.Key)
+			}
+		}
+		if run == 0 {
+			first = strings.Join(got, "\n")
+		} else if r := strings.Join(got, "\n"); r != first {
+			t.Fatalf("run %d reported\n%s\nrun 1 reported\n%s", run+1, r, first)
+		}
+	}
+}
+
+// TestParseTypeErrorNotReportedTwice: a value of the wrong type is one
+// problem, not also "missing" or "must be true" for the zero value left in
+// its place.
+func TestParseTypeErrorNotReportedTwice(t *testing.T) {
+	src := acmeOK + `[renewal]
+max_concurrent = "4"
+[[site]]
+hosts = "app.example.net"
+upstreams = ["http://127.0.0.1:8080"]
+`
+	_, err, _ := parse(t, src, nil)
+	errs := problemsOf(t, err)
+	var keys []string
+	for _, p := range errs {
+		keys = append(keys, p.Key)
+	}
+	if want := []string{"renewal.max_concurrent", "site[1].hosts"}; !slices.Equal(keys, want) {
+		t.Errorf("problems at %v, want %v:\n%v", keys, want, err)
+	}
+}
