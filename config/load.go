@@ -56,6 +56,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	v.resolvePlaceholders(cfg)
 	unread := len(v.problems)
 	applyDefaults(cfg, md)
+	v.somethingToServe(md, data, cfg)
 	v.validate(cfg)
 	if len(v.problems) > 0 {
 		return nil, v.report(unread)

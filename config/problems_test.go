@@ -88,3 +88,40 @@ upstreams = ["http://127.0.0.1:8080"]
 		t.Errorf("problems at %v, want %v:\n%v", keys, want, err)
 	}
 }
+
+// TestParseNothingToServe: a file that serves nothing (empty, truncated,
+// or the wrong file) is refused, so that a reload cannot drop every site.
+func TestParseNothingToServe(t *testing.T) {
+	for _, tt := range []struct{ name, src string }{
+		{"empty", ""},
+		{"blank and comments", "\n  \n# portico.toml\n"},
+		{"truncated before the sites", acmeOK + "[listen]\nhttps = \":8443\"\n"},
+		{"storage only", "[storage]\nbackend = \"file\"\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err, _ := parse(t, tt.src, nil)
+			errs := problemsOf(t, err)
+			if len(errs) != 1 || !strings.Contains(errs[0].Msg, "nothing to serve") ||
+				!strings.Contains(errs[0].Fix, "[[site]]") || !strings.Contains(errs[0].Fix, "-config") {
+				t.Errorf("got %d problem(s), want one saying nothing to serve with a fix naming [[site]] and -config:\n%v", len(errs), err)
+			}
+			if tt.src == "" && !strings.Contains(errs[0].Msg, "empty") {
+				t.Errorf("an empty file is not called empty: %v", err)
+			}
+		})
+	}
+	crt, key := certPEM(t, "app.example.net")
+	for _, tt := range []struct {
+		name, src string
+		files     map[string]string
+	}{
+		{"a site", siteOK + "[acme]\nca = \"local\"\n", nil},
+		{"a certificate", "[[certificate]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n", map[string]string{"c.pem": crt, "k.pem": key}},
+		{"a central validation server", acmeOK + "validation_server = true\n", nil},
+		{"on demand", acmeOK + "[on_demand]\nask = \"http://127.0.0.1:9000/allowed\"\nupstreams = [\"http://127.0.0.1:8081\"]\n", nil},
+	} {
+		t.Run("accepts "+tt.name, func(t *testing.T) {
+			mustParse(t, tt.src, tt.files)
+		})
+	}
+}
