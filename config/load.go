@@ -397,6 +397,7 @@ func (v *validator) validateListen(cfg *Config) {
 	}
 	v.validateAdminToken(cfg.Listen.AdminToken)
 	v.validateHardening(&cfg.Listen)
+	v.sharedAddresses(&cfg.Listen)
 }
 
 // validateHardening checks the [listen] keys that protect the listeners

@@ -125,3 +125,39 @@ func TestParseNothingToServe(t *testing.T) {
 		})
 	}
 }
+
+// TestParseListenersShareAnAddress: http, https and admin on one address
+// would pass the check and then fail at start with "address already in
+// use", which sends the operator after another process.
+func TestParseListenersShareAnAddress(t *testing.T) {
+	for _, tt := range []struct {
+		name, listen, key, msg string
+	}{
+		{"http and https", "http = \":8443\"\nhttps = \":8443\" " + marker, "listen.https", `":8443" is also the http address`},
+		{"wildcard written two ways", "http = \"0.0.0.0:443\" " + marker, "listen.http", `"0.0.0.0:443" is also the https address (":443", the default)`},
+		{"IPv6 wildcard", "https = \"[::]:8443\"\nadmin = \"0.0.0.0:8443\" " + marker + "\nadmin_token = \"0123456789abcdef0123\"", "listen.admin", `"0.0.0.0:8443" is also the https address ("[::]:8443")`},
+		{"admin on the default http port", "admin = \"127.0.0.1:80\" " + marker, "listen.admin", `"127.0.0.1:80" is also the http address (":80", the default)`},
+		{"localhost and loopback", "https = \"127.0.0.1:8443\"\nadmin = \"localhost:8443\" " + marker, "listen.admin", `"localhost:8443" is also the https address`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := acmeOK + siteOK + "[listen]\n" + tt.listen + "\n"
+			_, err, _ := parse(t, src, nil)
+			errs := problemsOf(t, err)
+			if len(errs) != 1 {
+				t.Fatalf("got %d problems, want 1:\n%v", len(errs), err)
+			}
+			p := errs[0]
+			if p.Key != tt.key || !strings.Contains(p.Msg, tt.msg) || p.Line != markedLine(t, src) || !strings.Contains(p.Fix, "own port") {
+				t.Errorf("got %s\nwant key %s, line %d, message ~ %q, a fix naming its own port", p.Error(), tt.key, markedLine(t, src), tt.msg)
+			}
+		})
+	}
+	for _, listen := range []string{
+		"http = \"127.0.0.1:8080\"\nhttps = \"127.0.0.2:8080\"",
+		"http = \":0\"\nhttps = \":0\"\nadmin = \"127.0.0.1:0\"",
+		"http = \"\"\nhttps = \":8443\"\nadmin = \"/run/portico/admin.sock\"",
+		"http = \":8080\"\nhttps = \":8443\"\nadmin = \"127.0.0.1:2019\"",
+	} {
+		mustParse(t, acmeOK+siteOK+"[listen]\n"+listen+"\n", nil)
+	}
+}
