@@ -35,7 +35,9 @@ func newLogger(format string, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewJSONEncoder(ec)
 	case "console":
 		ec := zap.NewDevelopmentEncoderConfig()
-		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		// The layout is also that of time fields (a certificate's
+		// not_after, a retry's next_attempt): they need their date.
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
 	default:
 		return nil, fmt.Errorf("-log-format %q: use json or console", format)
