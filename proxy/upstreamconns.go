@@ -41,8 +41,7 @@ type upConn struct {
 	addr   string
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	head   []byte  // the last response head read, reused
-	fields []field // its header lines
+	head   []byte // the last response head read, reused
 	idleAt time.Time
 }
 
