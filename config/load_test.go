@@ -57,6 +57,8 @@ func writeConfig(t *testing.T, src string, files map[string]string) (path, dir s
 
 // parse runs config.Parse on src as if it were the file portico.toml in a
 // fresh directory holding files.
+//
+//lint:ignore ST1008 the directory comes last: most tests have no use for it
 func parse(t *testing.T, src string, files map[string]string) (*config.Config, error, string) {
 	t.Helper()
 	path, dir := writeConfig(t, src, files)
