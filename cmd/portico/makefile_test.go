@@ -91,6 +91,9 @@ respond = "ok"
 	if !strings.Contains(log, "stopped") || strings.Contains(log, "***") || strings.Contains(log, "Error") {
 		t.Errorf("Ctrl-C does not read as a clean stop:\n%s", log)
 	}
+	if strings.Contains(log, "(devel)") {
+		t.Errorf("make run's binary has no version (make build must stamp it):\n%s", log)
+	}
 	// make itself dies of the SIGINT it got too, as any make does on Ctrl-C;
 	// what must not happen is make's own error exit (2).
 	var ee *exec.ExitError

@@ -102,3 +102,43 @@ func plain(s string) string {
 	r, n := utf8.DecodeRuneInString(s)
 	return string(unicode.ToLower(r)) + s[n:]
 }
+
+// TestREADMEBuildAndTestNeeds: what `make test` needs is in the README (every
+// package .ci/run installs), and the documented builds stamp the version.
+func TestREADMEBuildAndTestNeeds(t *testing.T) {
+	root := repoRoot(t)
+	read := func(name string) string {
+		data, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	readme, ciRun, makefile, dockerfile := read("README.md"), read(".ci/run"), read("Makefile"), read("Dockerfile")
+	_, section, ok := strings.Cut(readme, "\n## Building and testing\n")
+	if !ok {
+		t.Fatal(`README.md has no "## Building and testing" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	needs := regexp.MustCompile(`need\+=\(([^)]*)\)`).FindAllStringSubmatch(ciRun, -1)
+	if len(needs) < 5 {
+		t.Fatalf(".ci/run: found %d need+=(...) lines; update this test", len(needs))
+	}
+	for _, n := range needs {
+		for _, pkg := range strings.Fields(n[1]) {
+			if !regexp.MustCompile(`\b` + regexp.QuoteMeta(pkg) + `\b`).MatchString(section) {
+				t.Errorf("README.md's Building and testing does not name %s, which .ci/run installs", pkg)
+			}
+		}
+	}
+	if !strings.Contains(makefile, `-X main.version=$(VERSION)`) {
+		t.Error("Makefile: make build does not stamp the version (-X main.version=$(VERSION))")
+	}
+	for name, text := range map[string]string{"README.md": readme, "Dockerfile": dockerfile} {
+		for _, line := range strings.Split(text, "\n") {
+			if strings.Contains(line, "docker build ") && !strings.Contains(line, "--build-arg VERSION=") {
+				t.Errorf("%s: %q builds an image whose version is dev", name, strings.TrimSpace(line))
+			}
+		}
+	}
+}
