@@ -256,13 +256,13 @@ func TestRetryName(t *testing.T) {
 			f := startAPI(t, network, "", "")
 			// the name as typed, flags on either side of it
 			code, stdout, stderr := run(t, "retry", "New.Example.NET.", "-config", f.cfgPath)
-			if code != 0 || stdout != "new.example.net: retrying now (every key type); follow with 'portico certs'\n" {
+			if code != 0 || stdout != "new.example.net: retrying now: p256 (3 failure(s)); follow with 'portico certs'\n" {
 				t.Fatalf("exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
 			}
-			if code, _, stderr := run(t, "retry", "-config", f.cfgPath, "app.example.net"); code != 0 {
+			if code, _, stderr := run(t, "retry", "-config", f.cfgPath, "old.example.net"); code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			if !slices.Equal(f.certs.retriedNames(), []string{"new.example.net", "app.example.net"}) {
+			if !slices.Equal(f.certs.retriedNames(), []string{"new.example.net", "old.example.net"}) {
 				t.Errorf("retried %v", f.certs.retriedNames())
 			}
 
