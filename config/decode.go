@@ -135,12 +135,13 @@ func inSchema(key toml.Key) bool {
 // report returns the problems found, in file order (problems that point at
 // no line last). The first unread problems are about values that could not
 // be read (wrong type, unknown key, unset placeholder); what validation then
-// says of the zero value left in their place ("missing", "must be true") is
-// not reported again.
+// says of the zero value left in their place ("missing", "must be true", or
+// of a whole [[site]]: "needs upstreams or respond") is not reported again.
 func (v *validator) report(unread int) Errors {
 	under := func(key string) bool {
 		for _, p := range v.problems[:unread] {
-			if key == p.Key || strings.HasPrefix(key, p.Key+".") || strings.HasPrefix(key, p.Key+"[") {
+			if key == p.Key || strings.HasPrefix(key, p.Key+".") || strings.HasPrefix(key, p.Key+"[") ||
+				strings.HasSuffix(key, "]") && strings.HasPrefix(p.Key, key+".") {
 				return true
 			}
 		}

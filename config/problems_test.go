@@ -77,6 +77,9 @@ max_concurrent = "4"
 [[site]]
 hosts = "app.example.net"
 upstreams = ["http://127.0.0.1:8080"]
+[[site]]
+hosts = ["b.example.net"]
+upstreams = "http://127.0.0.1:8080"
 `
 	_, err, _ := parse(t, src, nil)
 	errs := problemsOf(t, err)
@@ -84,7 +87,7 @@ upstreams = ["http://127.0.0.1:8080"]
 	for _, p := range errs {
 		keys = append(keys, p.Key)
 	}
-	if want := []string{"renewal.max_concurrent", "site[1].hosts"}; !slices.Equal(keys, want) {
+	if want := []string{"renewal.max_concurrent", "site[1].hosts", "site[2].upstreams"}; !slices.Equal(keys, want) {
 		t.Errorf("problems at %v, want %v:\n%v", keys, want, err)
 	}
 }
