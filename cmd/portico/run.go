@@ -81,12 +81,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	memCtx, stopTuning := context.WithCancel(context.Background())
 	defer stopTuning()
 	go tuneMemory(memCtx)
+	// Signals are caught before the start, so that a Ctrl-C or SIGTERM
+	// during it is a clean stop once started, not the Go runtime's exit.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	a := &app{path: c.config, logger: logger, cfg: cfg}
 	if err := a.start(); err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	return a.wait()
+	return a.wait(sigs)
 }
 
 func (a *app) start() error {
@@ -161,10 +166,7 @@ func (a *app) reload() error {
 	return nil
 }
 
-func (a *app) wait() int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+func (a *app) wait(sigs <-chan os.Signal) int {
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			a.reload()
