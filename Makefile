@@ -15,7 +15,9 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 run: build
 	./bin/portico run -config $(CONFIG) -log-format console
 
-# Every test, integration included (needs redis-server on PATH; .ci/run installs it).
+# Every test, integration included: needs redis-server and knotd on PATH, and
+# in CI chromium and python3-yaml (README "Building and testing"; .ci/run
+# installs them).
 test: vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 
