@@ -61,6 +61,10 @@ type ACME struct {
 	// ValidationRedirect, when set, makes :80 answer ACME http-01 requests
 	// with a redirect to this central validation server, path kept.
 	ValidationRedirect string `toml:"validation_redirect"`
+	// ValidationServer marks the central validation server that other
+	// instances' ValidationRedirect points at: it answers http-01 from the
+	// shared storage and may have no site.
+	ValidationServer bool `toml:"validation_server"`
 	// FallbackCA are ACME directories tried in order when the CA fails;
 	// each has its own account in storage.
 	FallbackCA []string `toml:"fallback_ca"`

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -37,24 +38,27 @@ func Parse(path string, data []byte) (*Config, error) {
 		abs = path
 	}
 	v := &validator{file: path, dir: filepath.Dir(abs), lines: indexLines(string(data))}
-	// Syntax first, on its own, so that a syntax error is told apart from a
-	// value of the wrong type.
-	var raw map[string]any
-	if _, err := toml.Decode(string(data), &raw); err != nil {
+	// Syntax first, on its own: a syntax error stops the check, as nothing
+	// after it can be read.
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
+	if err != nil {
 		return nil, Errors{v.decodeProblem(data, err, "correct the TOML syntax on that line")}
 	}
+	// Then every value that has the right type; the others are problems,
+	// reported with the rest.
 	cfg := &Config{Path: abs}
-	md, err := toml.Decode(string(data), cfg)
-	if err != nil {
-		return nil, Errors{v.decodeProblem(data, err, "see the configuration reference in README.md for the key's type and format")}
-	}
+	d := &decoder{md: &md, data: data, v: v}
+	d.decodeTable(top, reflect.ValueOf(cfg).Elem(), "")
 	v.unknownKeys(md)
 	cfg.ACMEDefined = md.IsDefined("acme")
 	v.resolvePlaceholders(cfg)
+	unread := len(v.problems)
 	applyDefaults(cfg, md)
+	v.somethingToServe(md, data, cfg)
 	v.validate(cfg)
 	if len(v.problems) > 0 {
-		return nil, Errors(v.problems)
+		return nil, v.report(unread)
 	}
 	cfg.Warnings = v.warnings
 	return cfg, nil
@@ -102,11 +106,11 @@ func (v *validator) keyAt(loose string, line int) string {
 func (v *validator) unknownKeys(md toml.MetaData) {
 	seen := map[string]int{}
 	var reported []string
-	for _, k := range md.Undecoded() {
+	for _, k := range md.Keys() {
 		loose := k.String()
 		n := seen[loose]
 		seen[loose] = n + 1
-		if slices.ContainsFunc(reported, func(r string) bool { return strings.HasPrefix(loose, r+".") }) {
+		if inSchema(k) || slices.ContainsFunc(reported, func(r string) bool { return strings.HasPrefix(loose, r+".") }) {
 			continue
 		}
 		reported = append(reported, loose)
@@ -394,6 +398,7 @@ func (v *validator) validateListen(cfg *Config) {
 	}
 	v.validateAdminToken(cfg.Listen.AdminToken)
 	v.validateHardening(&cfg.Listen)
+	v.sharedAddresses(&cfg.Listen)
 }
 
 // validateHardening checks the [listen] keys that protect the listeners

@@ -68,7 +68,6 @@ type portico struct {
 	t          testing.TB
 	name       string
 	configPath string
-	httpAddr   string
 	httpsAddr  string
 	cmd        *exec.Cmd
 	log        *syncBuffer

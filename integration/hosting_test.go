@@ -119,7 +119,7 @@ func TestCentralValidation(t *testing.T) {
 	e.dns.SetA("validation.test", "127.0.0.3") // the validation server
 	storage := t.TempDir() + "/shared-data"
 	vdir := t.TempDir()
-	vcfg := e.acmeConfig("127.0.0.3", storage, `"http-01"`)
+	vcfg := strings.Replace(e.acmeConfig("127.0.0.3", storage, `"http-01"`), "[listen]", "validation_server = true\n\n[listen]", 1)
 	startPortico(t, vdir, vcfg, e.httpsAddr("127.0.0.3"))
 	fdir := t.TempDir()
 	fcfg := strings.Replace(e.acmeConfig("127.0.0.2", storage, `"http-01"`), "[listen]",

@@ -221,8 +221,8 @@ func testResponseFraming(t *testing.T, ts *testServer, logs *observer.ObservedLo
 		t.Errorf("a body ending at close: %q %v (the client connection must stay open: Close=%v)", body, err, resp != nil && resp.Close)
 	}
 	resp, body, err = getWith("/early-hints")
-	if err != nil || body != "ok" || len(early) != 1 || early[0] != 103 {
-		t.Errorf("103 then 200: %q, 1xx seen %v, %v", body, early, err)
+	if err != nil || resp.StatusCode != 200 || body != "ok" || len(early) != 1 || early[0] != 103 {
+		t.Errorf("103 then 200: %v %q, 1xx seen %v, %v", resp, body, early, err)
 	}
 	resp, body, err = getWith("/no-content")
 	if err != nil || resp.StatusCode != 204 || body != "" || resp.Header.Get("X-A") != "b" {
@@ -243,8 +243,8 @@ func testResponseFraming(t *testing.T, ts *testServer, logs *observer.ObservedLo
 		t.Errorf("hop-by-hop response headers: %v %q %v", resp.Header, body, err)
 	}
 	resp, body, err = getWith("/cl-and-te")
-	if err != nil || body != "ok" {
-		t.Errorf("Content-Length with chunked (chunked wins): %q %v", body, err)
+	if err != nil || resp.StatusCode != 200 || body != "ok" {
+		t.Errorf("Content-Length with chunked (chunked wins): %v %q %v", resp, body, err)
 	}
 	if _, body, err = getWith("/short-chunked-close"); err == nil {
 		t.Errorf("a chunked body cut short reached the client whole: %q", body)

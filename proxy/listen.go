@@ -214,7 +214,8 @@ func (l *tlsListener) acceptLoop() {
 			return // closed
 		}
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck // as net/http does
+		//lint:ignore SA1019 as net/http's Serve does: EMFILE and the like pass
+		if errors.As(err, &ne) && ne.Temporary() {
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			l.logf("http: Accept error: %v; retrying in %v", err, delay)
 			select {

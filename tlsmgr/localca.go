@@ -108,11 +108,7 @@ func (ca *LocalCA) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("parse local CA key: %w", err)
 	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return fmt.Errorf("local CA key is a %T, not a signer", key)
-	}
-	ca.cert, ca.key = cert, signer
+	ca.cert, ca.key = cert, key
 	return nil
 }
 

@@ -72,6 +72,9 @@ func testManager(t testing.TB) *Manager {
 ca = "local"
 [storage]
 path = %q
+[[site]]
+hosts = ["site.example.net"]
+respond = "ok"
 `, t.TempDir())))
 	if err != nil {
 		t.Fatal(err)
@@ -277,6 +280,9 @@ ca = "https://ca.example.test/dir"
 fallback_ca = ["https://fallback.example.test/dir"]
 [storage]
 path = %q
+[[site]]
+hosts = ["site.example.net"]
+respond = "ok"
 `, t.TempDir())))
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -325,13 +327,71 @@ func cmdRetry(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	name := strings.ToLower(strings.TrimSuffix(pos[0], "."))
+	name := certName(pos[0])
+	// Retrying moves the next attempt of a failing certificate to now; a
+	// certificate without failures has none to move: say so rather than
+	// "retrying".
+	var certs []tlsmgr.CertStatus
+	if _, err := c.call(http.MethodGet, "/certificates", &certs); err != nil {
+		return fail(stderr, err)
+	}
+	rows := certsNamed(certs, name)
+	var failing []string
+	for _, st := range rows {
+		if st.Failures > 0 {
+			failing = append(failing, fmt.Sprintf("%s (%d failure(s))", st.KeyType, st.Failures))
+		}
+	}
+	if len(rows) > 0 && len(failing) == 0 {
+		var state []string
+		for _, st := range rows {
+			if st.NotAfter == nil {
+				state = append(state, st.KeyType+": not obtained yet, its first order is under way")
+			} else {
+				state = append(state, st.KeyType+": "+expiresCell(st.NotAfter, now())+", "+renewCell(st.RenewAt, now()))
+			}
+		}
+		fmt.Fprintf(stdout, "%s: no failures, nothing to retry: it is renewed on its schedule (%s)\n", rows[0].Name, strings.Join(state, "; "))
+		return 0
+	}
 	var res admin.RetryResult
 	if _, err := c.call(http.MethodPost, "/certificates/"+url.PathEscape(name)+"/retry", &res); err != nil {
 		return fail(stderr, err)
 	}
-	fmt.Fprintf(stdout, "%s: %s now (every key type); follow with 'portico certs'\n", res.Name, res.Status)
+	label := res.Name
+	if len(rows) > 0 {
+		label = rows[0].Name
+	}
+	fmt.Fprintf(stdout, "%s: retrying now: %s; follow with 'portico certs'\n", label, strings.Join(failing, ", "))
 	return 0
+}
+
+// sanLabel is how `portico certs` names a shared certificate: its first
+// name and how many more it holds, "app.example.net (+2 SAN)".
+var sanLabel = regexp.MustCompile(`(?i)^(\S+)\s+\(\+(\d+)\s+SAN\)$`)
+
+// certName is a certificate's name as the admin API knows it, from what an
+// operator typed: a host name in any case, with or without its final dot,
+// or a shared certificate's label as `portico certs` prints it.
+func certName(typed string) string {
+	typed = strings.TrimSpace(typed)
+	host := func(h string) string { return strings.ToLower(strings.TrimSuffix(h, ".")) }
+	if m := sanLabel.FindStringSubmatch(typed); m != nil {
+		return fmt.Sprintf("%s (+%s SAN)", host(m[1]), m[2])
+	}
+	return host(typed)
+}
+
+// certsNamed returns the certificates (one per key type) that a retry of
+// name reaches: those it names, or the shared one that holds it.
+func certsNamed(certs []tlsmgr.CertStatus, name string) []tlsmgr.CertStatus {
+	var out []tlsmgr.CertStatus
+	for _, st := range certs {
+		if st.Name == name || slices.Contains(st.Names, name) {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 func cmdReload(args []string, stdout, stderr io.Writer) int {

@@ -33,6 +33,10 @@ func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
 
 const day = 24 * time.Hour
 
+// localSite makes a config of the client tests one that serves something
+// (a config with nothing to serve does not load).
+const localSite = "[acme]\nca = \"local\"\n[[site]]\nhosts = [\"a.example.net\"]\nrespond = \"ok\"\n"
+
 // fakeCerts stands in for tlsmgr.Manager behind the admin API.
 type fakeCerts struct {
 	mu      sync.Mutex
@@ -149,7 +153,7 @@ func startAPI(t *testing.T, network, token, clientToken string) *apiFixture {
 		t.Setenv("PORTICO_TEST_ADMIN_TOKEN", clientToken)
 		cfg += "admin_token = \"{env.PORTICO_TEST_ADMIN_TOKEN}\"\n"
 	}
-	f.cfgPath = writeFile(t, t.TempDir(), "portico.toml", cfg)
+	f.cfgPath = writeFile(t, t.TempDir(), "portico.toml", cfg+localSite)
 	return f
 }
 
@@ -252,13 +256,13 @@ func TestRetryName(t *testing.T) {
 			f := startAPI(t, network, "", "")
 			// the name as typed, flags on either side of it
 			code, stdout, stderr := run(t, "retry", "New.Example.NET.", "-config", f.cfgPath)
-			if code != 0 || stdout != "new.example.net: retrying now (every key type); follow with 'portico certs'\n" {
+			if code != 0 || stdout != "new.example.net: retrying now: p256 (3 failure(s)); follow with 'portico certs'\n" {
 				t.Fatalf("exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
 			}
-			if code, _, stderr := run(t, "retry", "-config", f.cfgPath, "app.example.net"); code != 0 {
+			if code, _, stderr := run(t, "retry", "-config", f.cfgPath, "old.example.net"); code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			if !slices.Equal(f.certs.retriedNames(), []string{"new.example.net", "app.example.net"}) {
+			if !slices.Equal(f.certs.retriedNames(), []string{"new.example.net", "old.example.net"}) {
 				t.Errorf("retried %v", f.certs.retriedNames())
 			}
 
@@ -371,7 +375,7 @@ func TestClientToken(t *testing.T) {
 }
 
 func TestClientAdminDisabled(t *testing.T) {
-	path := writeFile(t, t.TempDir(), "portico.toml", "[listen]\nhttps = \"127.0.0.1:0\"\n")
+	path := writeFile(t, t.TempDir(), "portico.toml", "[listen]\nhttps = \"127.0.0.1:0\"\n"+localSite)
 	for _, args := range [][]string{{"certs"}, {"retry", "a.example.net"}, {"retry", "--all"}, {"reload"}} {
 		code, stdout, stderr := run(t, append(args, "-config", path)...)
 		want := "portico: the admin API is disabled: set [listen] admin = \"127.0.0.1:2019\" in the config and restart portico\n"
@@ -389,7 +393,7 @@ func TestClientUnreachable(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()
 	for _, addr := range []string{closed, filepath.Join(shortTempDir(t), "none.sock")} {
-		path := writeFile(t, t.TempDir(), "portico.toml", fmt.Sprintf("[listen]\nhttps = \"127.0.0.1:0\"\nadmin = %q\n", addr))
+		path := writeFile(t, t.TempDir(), "portico.toml", fmt.Sprintf("[listen]\nhttps = \"127.0.0.1:0\"\nadmin = %q\n", addr)+localSite)
 		code, _, stderr := run(t, "certs", "-config", path)
 		if code != 1 || !strings.HasPrefix(stderr, "portico: cannot reach the admin API at "+addr+" (is portico running?): ") {
 			t.Errorf("%s: exit %d, stderr %q", addr, code, stderr)
@@ -477,7 +481,7 @@ func TestStartAdmin(t *testing.T) {
 	if addr != cfg.Listen.Admin {
 		t.Errorf("addr %q, want the socket", addr)
 	}
-	path := writeFile(t, t.TempDir(), "portico.toml", fmt.Sprintf("[listen]\nhttps = \"127.0.0.1:0\"\nadmin = %q\n", addr))
+	path := writeFile(t, t.TempDir(), "portico.toml", fmt.Sprintf("[listen]\nhttps = \"127.0.0.1:0\"\nadmin = %q\n", addr)+localSite)
 	if code, stdout, stderr := run(t, "certs", "-config", path); code != 0 || !strings.Contains(stdout, "new.example.net  p256") {
 		t.Errorf("certs: exit %d\n%s%s", code, stdout, stderr)
 	}

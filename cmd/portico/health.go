@@ -87,12 +87,13 @@ func dialAddr(listen string) string {
 // becomes a name it covers.
 func healthSNI(cfg *config.Config) string {
 	for _, s := range cfg.Sites {
-		for _, h := range s.Hosts {
-			if rest, ok := strings.CutPrefix(h, "*."); ok {
-				return "healthcheck." + rest
-			}
-			return h
+		if len(s.Hosts) == 0 {
+			continue
 		}
+		if rest, ok := strings.CutPrefix(s.Hosts[0], "*."); ok {
+			return "healthcheck." + rest
+		}
+		return s.Hosts[0]
 	}
 	return ""
 }

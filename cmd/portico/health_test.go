@@ -209,7 +209,7 @@ func TestHealthConfigProblems(t *testing.T) {
 	dir := t.TempDir()
 	bad := writeFile(t, dir, "bad.toml", "[listen]\nhttps = \"\"\nbogus = 1\n")
 	code, stdout, stderr := run(t, "health", "-config", bad)
-	if code != 1 || stdout != "" || !strings.HasPrefix(stderr, "unhealthy: config "+bad+": "+bad+":") || !strings.Contains(stderr, "(and 1 more problem(s): run portico validate)") {
+	if code != 1 || stdout != "" || !strings.HasPrefix(stderr, "unhealthy: config "+bad+": "+bad+":") || !strings.Contains(stderr, "(and 2 more problem(s): run portico validate)") {
 		t.Errorf("exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
 	}
 	oneLineOut(t, "stderr", stderr)

@@ -35,7 +35,9 @@ func newLogger(format string, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewJSONEncoder(ec)
 	case "console":
 		ec := zap.NewDevelopmentEncoderConfig()
-		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		// The layout is also that of time fields (a certificate's
+		// not_after, a retry's next_attempt): they need their date.
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
 	default:
 		return nil, fmt.Errorf("-log-format %q: use json or console", format)
@@ -79,12 +81,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	memCtx, stopTuning := context.WithCancel(context.Background())
 	defer stopTuning()
 	go tuneMemory(memCtx)
+	// Signals are caught before the start, so that a Ctrl-C or SIGTERM
+	// during it is a clean stop once started, not the Go runtime's exit.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	a := &app{path: c.config, logger: logger, cfg: cfg}
 	if err := a.start(); err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	return a.wait()
+	return a.wait(sigs)
 }
 
 func (a *app) start() error {
@@ -177,10 +184,7 @@ func (a *app) reload() error {
 	return nil
 }
 
-func (a *app) wait() int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+func (a *app) wait(sigs <-chan os.Signal) int {
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			a.reload()

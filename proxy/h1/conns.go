@@ -34,7 +34,7 @@ func NewConns() *Conns {
 	}
 }
 
-// upConn is one connection to an upstream, with its buffers.
+// Conn is one connection to an upstream, with its buffers.
 type Conn struct {
 	net.Conn
 	Addr   string        // host:port
@@ -44,7 +44,7 @@ type Conn struct {
 	idleAt time.Time
 }
 
-// get returns an idle connection to addr (reused true) or a new one.
+// Get returns an idle connection to addr (reused true) or a new one.
 //
 // An idle connection is used only if nothing has arrived on it since it
 // was put back (a non-blocking peek): an upstream that sent more than its
@@ -75,7 +75,7 @@ func (p *Conns) Get(ctx context.Context, addr string) (uc *Conn, reused bool, er
 	}
 }
 
-// dial opens a new connection to addr.
+// Dial opens a new connection to addr.
 func (p *Conns) Dial(ctx context.Context, addr string) (*Conn, error) {
 	c, err := p.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -84,7 +84,7 @@ func (p *Conns) Dial(ctx context.Context, addr string) (*Conn, error) {
 	return &Conn{Conn: c, Addr: addr, Reader: bufio.NewReaderSize(c, 4<<10), Writer: bufio.NewWriterSize(c, 4<<10)}, nil
 }
 
-// put keeps uc for the next request to its address, or closes it. The
+// Put keeps uc for the next request to its address, or closes it. The
 // caller puts a connection back only when the exchange ended exactly on the
 // end of the answer; put itself closes one with bytes already read past it.
 func (p *Conns) Put(uc *Conn) {
@@ -135,7 +135,7 @@ func (p *Conns) sweep(now time.Time) {
 	}
 }
 
-// run sweeps every half idleFor until ctx ends, then closes every idle
+// Run sweeps every half idleFor until ctx ends, then closes every idle
 // connection and keeps no more.
 func (p *Conns) Run(ctx context.Context) {
 	t := time.NewTicker(p.idleFor / 2)

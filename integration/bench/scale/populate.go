@@ -28,10 +28,6 @@ const (
 	issuerKey   = "local"
 )
 
-// leafLifetime is the local CA's leaf lifetime (tlsmgr/localca.go): a fresh
-// certificate is far from its renewal window.
-const leafLifetime = 7 * 24 * time.Hour
-
 // family is one of the default key types, ["rsa2048", "p256"].
 type family struct {
 	keyType string
