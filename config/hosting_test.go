@@ -132,7 +132,8 @@ func TestDNSJudgedLikeRun(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "acme.dns.hosted_zone_id") || !strings.Contains(err.Error(), `without the "/hostedzone/" prefix`) {
 		t.Errorf("hosted_zone_id with its /hostedzone/ prefix: %v", err)
 	}
-	if _, err := Parse("portico.toml", []byte(head+"region = \"aws-global\"\n")); err != nil {
+	site := "\n[[site]]\nhosts = [\"app.example.net\"]\nrespond = \"ok\"\n"
+	if _, err := Parse("portico.toml", []byte(head+"region = \"aws-global\"\n"+site)); err != nil {
 		t.Errorf("region aws-global refused: %v", err)
 	}
 }
