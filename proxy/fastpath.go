@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/portico-proxy/portico/proxy/accesslog"
 	"github.com/portico-proxy/portico/proxy/h1"
 )
 
@@ -97,6 +98,15 @@ type fastConn struct {
 	reqID, client, host []byte
 	vars                ruleVars
 	xff                 [][]byte // a trusted peer's X-Forwarded-For values
+
+	// the access log's record, when the log is on: copies of the head's
+	// fields made before the body is read, and what the answer was
+	rec                                       accesslog.Record
+	logHost, logMethod, logURI, logUA, logRef []byte
+	sent                                      int64     // body bytes sent to the client
+	upAddr                                    string    // the upstream, "" for none
+	upStart                                   time.Time // when the request went to it
+	tlsVersion                                uint16
 }
 
 // serve is the life of an HTTP/1.x connection after its TLS handshake.
@@ -112,6 +122,7 @@ func (f *fastServer) serve(tc *tls.Conn) {
 	if ap, err := netip.ParseAddrPort(remote); err == nil {
 		c.peer = ap.Addr() // parsed once: trusted_proxies is checked per request
 	}
+	c.tlsVersion = tc.ConnectionState().Version
 	c.br, c.bw = f.readers.Get().(*bufio.Reader), f.writers.Get().(*bufio.Writer)
 	c.br.Reset(tc)
 	c.bw.Reset(tc)
@@ -226,7 +237,7 @@ func (f *fastServer) route(c *fastConn) *Site {
 
 // prepare notes what the request's headers and log need once its head's
 // bytes may be gone: its request ID, client address and host.
-func (c *fastConn) prepare(site *Site) {
+func (c *fastConn) prepare(site *Site, logging bool) {
 	h := &c.req
 	trusted := len(site.trusted) > 0 && site.trusted.trustsAddr(c.peer)
 	c.reqID = c.reqID[:0]
@@ -253,6 +264,23 @@ func (c *fastConn) prepare(site *Site) {
 	}
 	c.host = append(c.host[:0], stripPort(unsafe.String(&h.Host[0], len(h.Host)))...)
 	c.vars = ruleVars{clientIP: c.client, host: c.host, requestID: c.reqID}
+	c.sent, c.upAddr, c.upStart = 0, "", time.Time{}
+	if !logging {
+		return
+	}
+	c.logHost = append(c.logHost[:0], h.Host...)
+	c.logMethod = append(c.logMethod[:0], h.Method...)
+	c.logURI = append(c.logURI[:0], h.URI...)
+	c.logUA, c.logRef = c.logUA[:0], c.logRef[:0]
+	for _, f := range h.Fields {
+		switch {
+		case f.Kind != h1.KindOther:
+		case len(f.Name) == len("User-Agent") && bytes.EqualFold(f.Name, []byte("User-Agent")):
+			c.logUA = append(c.logUA, f.Value...)
+		case len(f.Name) == len("Referer") && bytes.EqualFold(f.Name, []byte("Referer")):
+			c.logRef = append(c.logRef, f.Value...)
+		}
+	}
 }
 
 // handOff gives the connection to net/http's server from the request at
@@ -346,15 +374,20 @@ func (f *fastServer) shutdown(ctx context.Context) error {
 // read buffer, and reports whether the connection can carry another.
 func (f *fastServer) exchange(c *fastConn, site *Site, n int) bool {
 	f.served.Add(1)
+	l := f.s.access.current()
 	var start time.Time
-	if site.metrics != nil {
+	if site.metrics != nil || l != nil {
 		start = time.Now()
 	}
+	c.prepare(site, l != nil)
 	status, keep := f.proxy(c, site, n)
+	// before the last flush, so that a client that has its answer finds
+	// it counted and logged
 	if site.metrics != nil {
-		// before the last flush, so that a client that has its answer
-		// finds it counted
 		site.metrics.observe(status, start, true)
+	}
+	if l != nil {
+		f.logFast(l, c, site, status, start)
 	}
 	return c.bw.Flush() == nil && keep
 }
@@ -372,7 +405,6 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	// on a new connection when a pooled one turns out to have been closed
 	// by the upstream, as net/http's Transport does.
 	replayable := h.ContentLength <= 0 && h1.Idempotent(h.Method)
-	c.prepare(site)
 	uc, reused, failures := f.connect(c.route.pool)
 	if uc == nil {
 		site.logger.Error("every upstream is down", zap.Strings("upstreams", failures))
@@ -383,6 +415,9 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	}
 	c.upstream.Store(uc)
 	defer c.upstream.Store(nil)
+	if f.s.access.current() != nil {
+		c.upAddr, c.upStart = uc.Addr, time.Now()
+	}
 	var err error
 	for {
 		err = f.send(c, site, uc, n, isHead)
@@ -439,11 +474,11 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	switch {
 	case r.Bodyless:
 	case r.Chunked:
-		rerr, werr = h1.RelayChunked(c.bw, uc.Reader)
+		c.sent, rerr, werr = h1.RelayChunked(c.bw, uc.Reader)
 	case r.ContentLength >= 0:
-		rerr, werr = h1.Pipe(c.bw, uc.Reader, r.ContentLength)
+		c.sent, rerr, werr = h1.Pipe(c.bw, uc.Reader, r.ContentLength)
 	default:
-		rerr, werr = h1.PipeChunking(c.bw, uc.Reader)
+		c.sent, rerr, werr = h1.PipeChunking(c.bw, uc.Reader)
 	}
 	switch {
 	case rerr != nil:
@@ -478,7 +513,7 @@ func (f *fastServer) send(c *fastConn, site *Site, uc *h1.Conn, n int, isHead bo
 	writeRequestHead(uc.Writer, h, c, site)
 	if h.ContentLength > 0 {
 		c.br.Discard(n)
-		rerr, werr := h1.Pipe(uc.Writer, c.br, h.ContentLength)
+		_, rerr, werr := h1.Pipe(uc.Writer, c.br, h.ContentLength)
 		if rerr != nil {
 			return fmt.Errorf("%w: %w", h1.ErrClientBody, rerr)
 		}
@@ -533,6 +568,7 @@ func (f *fastServer) sendError(c *fastConn, site *Site, code int, msg string, ke
 	w.WriteString("\r\n\r\n")
 	w.WriteString(msg)
 	w.WriteString("\n")
+	c.sent = int64(len(msg) + 1)
 	return code
 }
 

@@ -46,6 +46,11 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	return nil
 }
 
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	reg.Unregister(m.requests)
+	reg.Unregister(m.duration)
+}
+
 // forSite returns the site's series, created once when the router is built so
 // that a request only increments a counter it already holds.
 func (m *metrics) forSite(name string) *siteMetrics {
@@ -97,7 +102,8 @@ func (sm *siteMetrics) observe(status int, start time.Time, timed bool) {
 // hijacking (websockets) and the rest of http.ResponseController working.
 type statusWriter struct {
 	http.ResponseWriter
-	status   int // final status sent; 0 until then
+	status   int   // final status sent; 0 until then
+	bytes    int64 // body bytes written
 	hijacked bool
 }
 
@@ -114,7 +120,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 // FlushError flushes buffered data to the client (http.ResponseController).
@@ -153,6 +161,10 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	}
 	m := newMetrics()
 	if err := m.register(reg); err != nil {
+		return err
+	}
+	if err := reg.Register(s.access.dropped); err != nil {
+		m.unregister(reg)
 		return err
 	}
 	s.metrics = m

@@ -16,6 +16,9 @@ type Router struct {
 	onDemand *Site
 	// validationRedirect is [acme] validation_redirect, without a trailing slash.
 	validationRedirect string
+	// trusted are [listen] trusted_proxies, for what is decided before a
+	// site is (a request no site serves is logged with its client too).
+	trusted trustedProxies
 }
 
 func newRouter() *Router {

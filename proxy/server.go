@@ -31,6 +31,7 @@ import (
 
 	"github.com/portico-proxy/portico/config"
 
+	"github.com/portico-proxy/portico/proxy/accesslog"
 	"github.com/portico-proxy/portico/proxy/h1"
 )
 
@@ -50,6 +51,7 @@ type Server struct {
 	lean      *h1.Transport   // the upstream transport of the net/http paths
 	buffers   *bufferPool     // body copy buffers, shared by every site
 	router    atomic.Pointer[Router]
+	access    accessLog // [log] access
 
 	swapMu    sync.Mutex      // serialises Swap and RegisterMetrics
 	cfg       *config.Config  // the config of the current router
@@ -85,6 +87,7 @@ func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, e
 		serveErr:  make(chan error, 2),
 	}
 	s.lean = &h1.Transport{Conns: s.upConns, Fallback: s.transport}
+	s.access.dropped = accesslog.NewDroppedCounter()
 	if err := s.Swap(cfg); err != nil {
 		return nil, err
 	}
@@ -117,7 +120,12 @@ func newTransport() *http.Transport {
 func (s *Server) Swap(cfg *config.Config) error {
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
+	first := s.cfg == nil
 	r, names, err := s.build(cfg)
+	var commitLog func()
+	if err == nil {
+		commitLog, err = s.access.apply(cfg.Log, first)
+	}
 	if err != nil {
 		if s.metrics != nil {
 			// drop the series made for new sites of the refused config
@@ -130,6 +138,7 @@ func (s *Server) Swap(cfg *config.Config) error {
 		return err
 	}
 	s.router.Store(r)
+	commitLog()
 	if s.metrics != nil {
 		for name := range s.siteNames {
 			if !names[name] {
@@ -137,7 +146,6 @@ func (s *Server) Swap(cfg *config.Config) error {
 			}
 		}
 	}
-	first := s.cfg == nil
 	s.cfg, s.siteNames = cfg, names
 	if first {
 		return nil
@@ -181,6 +189,7 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 	if err != nil {
 		return nil, names, err
 	}
+	r.trusted = trusted
 	b := &builder{s: s, pools: map[string]*Pool{}}
 	for _, pc := range cfg.Pools {
 		p, err := newPool(pc.Upstreams, s.lean)
@@ -289,7 +298,7 @@ func (s *Server) Start() error {
 		return l
 	}
 	httpsLog := zap.NewStdLog(s.logger.Named("https"))
-	https := s.httpServer(lim, s.refuseMalformed(http.HandlerFunc(s.serveHTTPS)), httpsLog)
+	https := s.httpServer(lim, s.accessLogged(s.refuseMalformed(http.HandlerFunc(s.serveHTTPS))), httpsLog)
 	// A TLSConfig with "h2" makes Serve set up HTTP/2 for the *tls.Conn
 	// the listener hands over; the listener does the handshakes with its
 	// own copy.
@@ -302,8 +311,8 @@ func (s *Server) Start() error {
 	s.servers = append(s.servers, https)
 	go func() { s.serveErr <- https.Serve(tl) }()
 	if hl != nil {
-		plain := s.httpServer(lim, s.refuseMalformed(
-			s.validationRedirect(s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP)))),
+		plain := s.httpServer(lim, s.accessLogged(s.refuseMalformed(
+			s.validationRedirect(s.certs.HTTPChallengeHandler(http.HandlerFunc(s.serveHTTP))))),
 			zap.NewStdLog(s.logger.Named("http")))
 		s.servers = append(s.servers, plain)
 		go func() { s.serveErr <- plain.Serve(&framingListener{Listener: limit(hl), headLimit: lim.headLimit()}) }()
@@ -476,6 +485,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	s.access.current().Close() // what it holds is written
 	s.transport.CloseIdleConnections()
 	if stopFast != nil {
 		stopFast() // closes the fast path's idle upstream connections

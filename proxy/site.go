@@ -118,11 +118,15 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 Not Found: no route of this site takes this path", http.StatusNotFound)
 		return
 	}
-	st := &requestState{}
+	st, ok := r.Context().Value(requestStateKey{}).(*requestState)
+	if !ok {
+		st = &requestState{}
+		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
+	}
 	st.vars.clientIP = []byte(s.trusted.clientIP(r))
 	st.vars.host = []byte(stripPort(r.Host))
 	st.vars.requestID = s.trusted.requestID(r)
-	r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
+	st.site, st.route = s.name, rt.path
 	if s.metrics == nil {
 		s.serveRoute(w, r, rt)
 		return
@@ -137,7 +141,11 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // requestState is what the core decided for a request on the net/http
 // path, for the stages after routing (forwarding, header rules, logs).
 type requestState struct {
-	vars ruleVars
+	vars        ruleVars
+	start       time.Time // the request's head was read (access log on)
+	site, route string    // where it was routed
+	upstream    string    // the upstream that got it last, "" for none
+	upStart     time.Time // when it was sent there first
 }
 
 type requestStateKey struct{}

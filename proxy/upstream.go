@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Pool is a site's upstreams, used round-robin. A request whose connection to
@@ -75,6 +76,12 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			out = req.Clone(req.Context())
 		}
 		out.URL.Scheme, out.URL.Host = u.Scheme, u.Host
+		if st, ok := req.Context().Value(requestStateKey{}).(*requestState); ok {
+			st.upstream = u.Host
+			if st.upStart.IsZero() {
+				st.upStart = time.Now()
+			}
+		}
 		resp, err := p.transport.RoundTrip(out)
 		if err == nil {
 			return resp, nil

@@ -84,7 +84,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// Signals are caught before the start, so that a Ctrl-C or SIGTERM
 	// during it is a clean stop once started, not the Go runtime's exit.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	a := &app{path: c.config, logger: logger, cfg: cfg}
 	if err := a.start(); err != nil {
@@ -186,8 +186,17 @@ func (a *app) reload() error {
 
 func (a *app) wait(sigs <-chan os.Signal) int {
 	for sig := range sigs {
-		if sig == syscall.SIGHUP {
+		switch sig {
+		case syscall.SIGHUP:
 			a.reload()
+			continue
+		case syscall.SIGUSR1:
+			// logrotate has moved the access log away: write a new one
+			if err := a.srv.ReopenAccessLog(); err != nil {
+				a.logger.Error("cannot reopen the access log; lines go to the old file", zap.Error(err))
+			} else {
+				a.logger.Info("access log reopened")
+			}
 			continue
 		}
 		a.logger.Info("shutting down: draining in-flight requests", zap.String("signal", sig.String()), zap.Duration("limit", drainTimeout))

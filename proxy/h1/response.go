@@ -192,16 +192,17 @@ func flushIfDry(dst *bufio.Writer, src *bufio.Reader) error {
 	return nil
 }
 
-// pipe copies n bytes from src to dst through dst's buffer. rerr is a
-// read error (the body ended early), werr a write error.
-func Pipe(dst *bufio.Writer, src *bufio.Reader, n int64) (rerr, werr error) {
+// Pipe copies n bytes from src to dst through dst's buffer, and returns
+// how many it copied. rerr is a read error (the body ended early), werr a
+// write error.
+func Pipe(dst *bufio.Writer, src *bufio.Reader, n int64) (copied int64, rerr, werr error) {
 	for n > 0 {
 		if werr = flushIfDry(dst, src); werr != nil {
-			return nil, werr
+			return copied, nil, werr
 		}
 		if dst.Available() == 0 {
 			if werr = dst.Flush(); werr != nil {
-				return nil, werr
+				return copied, nil, werr
 			}
 		}
 		buf := dst.AvailableBuffer()
@@ -210,47 +211,51 @@ func Pipe(dst *bufio.Writer, src *bufio.Reader, n int64) (rerr, werr error) {
 		if m > 0 {
 			dst.Write(buf[:m]) // dst's own free space: no copy
 			n -= int64(m)
+			copied += int64(m)
 		}
 		if err != nil && n > 0 {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return err, nil
+			return copied, err, nil
 		}
 	}
-	return nil, nil
+	return copied, nil, nil
 }
 
-// relayChunked relays a chunked body, chunk by chunk, and its trailers.
-func RelayChunked(dst *bufio.Writer, src *bufio.Reader) (rerr, werr error) {
+// RelayChunked relays a chunked body, chunk by chunk, and its trailers,
+// and returns the bytes of chunk data it relayed.
+func RelayChunked(dst *bufio.Writer, src *bufio.Reader) (copied int64, rerr, werr error) {
 	for first := true; ; first = false {
 		if !first {
 			if err := readChunkEnd(src); err != nil {
-				return err, nil
+				return copied, err, nil
 			}
 		}
 		// what came so far goes out before a read that may wait for the
 		// next chunk (server-sent events)
 		if werr = flushIfDry(dst, src); werr != nil {
-			return nil, werr
+			return copied, nil, werr
 		}
 		size, err := readChunkSize(src)
 		if err != nil {
-			return err, nil
+			return copied, err, nil
 		}
 		if size == 0 {
 			break
 		}
 		dst.Write(AppendHex(dst.AvailableBuffer(), size))
 		dst.WriteString("\r\n")
-		if rerr, werr = Pipe(dst, src, size); rerr != nil || werr != nil {
-			return rerr, werr
+		m, rerr, werr := Pipe(dst, src, size)
+		copied += m
+		if rerr != nil || werr != nil {
+			return copied, rerr, werr
 		}
 		dst.WriteString("\r\n")
 	}
 	dst.WriteString("0\r\n")
 	if werr = flushIfDry(dst, src); werr != nil {
-		return nil, werr
+		return copied, nil, werr
 	}
 	err := readTrailers(src, func(line []byte, _ int) error {
 		dst.Write(line)
@@ -259,13 +264,13 @@ func RelayChunked(dst *bufio.Writer, src *bufio.Reader) (rerr, werr error) {
 		return werr
 	})
 	if werr != nil {
-		return nil, werr
+		return copied, nil, werr
 	}
 	if err != nil {
-		return err, nil
+		return copied, err, nil
 	}
 	dst.WriteString("\r\n")
-	return nil, nil
+	return copied, nil, nil
 }
 
 // readChunkEnd reads the CRLF that ends a chunk's data.
@@ -348,18 +353,18 @@ func chunkSize(line []byte) (int64, bool) {
 	return n, true
 }
 
-// pipeChunking relays a body that ends when the upstream closes, as chunks
-// of what each read brings.
-func PipeChunking(dst *bufio.Writer, src *bufio.Reader) (rerr, werr error) {
+// PipeChunking relays a body that ends when the upstream closes, as chunks
+// of what each read brings, and returns the bytes of the body.
+func PipeChunking(dst *bufio.Writer, src *bufio.Reader) (copied int64, rerr, werr error) {
 	for {
 		if werr = flushIfDry(dst, src); werr != nil {
-			return nil, werr
+			return copied, nil, werr
 		}
 		if _, err := src.Peek(1); err != nil {
 			if err == io.EOF {
 				break
 			}
-			return err, nil
+			return copied, err, nil
 		}
 		b, _ := src.Peek(src.Buffered())
 		dst.Write(AppendHex(dst.AvailableBuffer(), int64(len(b))))
@@ -367,7 +372,8 @@ func PipeChunking(dst *bufio.Writer, src *bufio.Reader) (rerr, werr error) {
 		dst.Write(b)
 		dst.WriteString("\r\n")
 		src.Discard(len(b))
+		copied += int64(len(b))
 	}
 	dst.WriteString("0\r\n\r\n")
-	return nil, nil
+	return copied, nil, nil
 }

@@ -112,7 +112,7 @@ func CheckPattern(p string) string {
 		case c == '*':
 			return "has '*' other than a final \"/*\" (prefix patterns end in \"/*\")"
 		case c == '?' || c == '#':
-			return fmt.Sprintf("has %q: a route matches the path only, never the query", c)
+			return fmt.Sprintf("has %q: a route matches the path only, never the query or fragment", c)
 		case c <= ' ' || c >= 0x7f:
 			return fmt.Sprintf("has byte %#02x: percent-encode it", c)
 		}
@@ -180,9 +180,11 @@ func lookup[T any, P Path](t *Table[T], p P) (value T, pattern string, ok bool) 
 	if len(p) == 0 || p[0] != '/' {
 		return value, "", false
 	}
-	if i, hit := t.exact[string(p)]; hit {
-		r := &t.routes[i]
-		return r.Value, r.Pattern, true
+	if len(t.exact) > 0 {
+		if i, hit := t.exact[string(p)]; hit {
+			r := &t.routes[i]
+			return r.Value, r.Pattern, true
+		}
 	}
 	j := len(p)
 	if j >= len(t.prefixLen) {
