@@ -42,6 +42,7 @@ type Conn struct {
 	Writer *bufio.Writer // to the upstream
 	head   []byte        // the last response head read, reused
 	idleAt time.Time
+	peek   *peeker // checks it while idle
 }
 
 // Get returns an idle connection to addr (reused true) or a new one.
@@ -68,7 +69,7 @@ func (p *Conns) Get(ctx context.Context, addr string) (uc *Conn, reused bool, er
 		list[len(list)-1] = nil
 		p.idle[addr] = list[:len(list)-1]
 		p.mu.Unlock()
-		if quiet(uc.Conn) {
+		if uc.peek.quiet() {
 			return uc, true, nil
 		}
 		uc.Close()
@@ -81,7 +82,7 @@ func (p *Conns) Dial(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: c, Addr: addr, Reader: bufio.NewReaderSize(c, 4<<10), Writer: bufio.NewWriterSize(c, 4<<10)}, nil
+	return &Conn{Conn: c, Addr: addr, Reader: bufio.NewReaderSize(c, 4<<10), Writer: bufio.NewWriterSize(c, 4<<10), peek: newPeeker(c)}, nil
 }
 
 // Put keeps uc for the next request to its address, or closes it. The
