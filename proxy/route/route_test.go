@@ -31,7 +31,7 @@ func TestAppendNormal(t *testing.T) {
 		{"/.", "/"},
 		{"/..", "/"},
 		{"/a/..", "/"},
-		{"/a/...", "/a/..."},      // not a dot-segment
+		{"/a/...", "/a/..."},       // not a dot-segment
 		{"/a/.b/..c", "/a/.b/..c"}, // nor these
 		{"/a/..;/b", "/a/..;/b"},   // ';' belongs to the segment
 		// Escapes of unreserved characters are decoded, in either case.
@@ -113,7 +113,7 @@ func TestMatch(t *testing.T) {
 		{"/api/v2/users", "/api/v2/*"},
 		{"/api/v2x", "/api/*"},
 		{"/api/v2/health", "/api/v2/health"}, // exact beats the prefix
-		{"/api/v2/health/", "/api/v2/*"},      // exact is exact
+		{"/api/v2/health/", "/api/v2/*"},     // exact is exact
 		{"/api/v2/healthz", "/api/v2/*"},
 		{"/health", "/health"},
 		{"/health/", ""},
