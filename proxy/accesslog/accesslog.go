@@ -50,8 +50,11 @@ const bufferLimit = 1 << 20
 // an enormous URI is formatted in a buffer that is then let go.
 const maxScratch = 16 << 10
 
-// Log is an open access log. A nil *Log is a log that is off: its methods
-// do nothing, so a caller needs no branch.
+// Log is an open access log, safe for concurrent use. Each Log runs one
+// writer goroutine until Close: a config reload that replaces the log
+// closes the old one (a request still holding it then drops and counts its
+// line instead of writing to a closed file). A nil *Log is a log that is
+// off: its methods do nothing, so a caller needs no branch.
 type Log struct {
 	format  Format
 	dropped prometheus.Counter // nil: not counted

@@ -180,9 +180,11 @@ func lookup[T any, P Path](t *Table[T], p P) (value T, pattern string, ok bool) 
 	if len(p) == 0 || p[0] != '/' {
 		return value, "", false
 	}
-	if i, hit := t.exact[string(p)]; hit {
-		r := &t.routes[i]
-		return r.Value, r.Pattern, true
+	if len(t.exact) > 0 {
+		if i, hit := t.exact[string(p)]; hit {
+			r := &t.routes[i]
+			return r.Value, r.Pattern, true
+		}
 	}
 	j := len(p)
 	if j >= len(t.prefixLen) {
