@@ -95,6 +95,7 @@ func IsNormal[P Path](p P) bool {
 // The rules are in this file's comment; in short: unreserved escapes
 // decoded, other escapes kept (hex in upper case), a stray '%' written as
 // %25, repeated '/' collapsed, dot-segments removed, never above the root.
+// dst must not overlap p.
 func AppendNormal[P Path](dst []byte, p P) []byte {
 	n := len(p)
 	if n == 0 {

@@ -112,7 +112,7 @@ func CheckPattern(p string) string {
 		case c == '*':
 			return "has '*' other than a final \"/*\" (prefix patterns end in \"/*\")"
 		case c == '?' || c == '#':
-			return fmt.Sprintf("has %q: a route matches the path only, never the query", c)
+			return fmt.Sprintf("has %q: a route matches the path only, never the query or fragment", c)
 		case c <= ' ' || c >= 0x7f:
 			return fmt.Sprintf("has byte %#02x: percent-encode it", c)
 		}

@@ -43,7 +43,7 @@ func StripPrefix(path, prefix string) string {
 
 // AppendStripPrefix appends the path StripPrefix would return to dst, for a
 // caller (the fast path) that writes the upstream's request line into a
-// buffer of its own.
+// buffer of its own. dst must not overlap path.
 func AppendStripPrefix(dst, path []byte, prefix string) []byte {
 	if clean(path) {
 		if rest, ok := cut(path, prefix); ok {
