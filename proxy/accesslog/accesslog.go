@@ -4,7 +4,9 @@
 // A request must never wait for the disk. Write formats the line in the
 // caller's goroutine (into a pooled buffer, without allocating) and appends
 // it to a bounded in-memory buffer; one background goroutine writes that
-// buffer out, all lines gathered since its last write in one write call. If
+// buffer out, all lines gathered since its last write in one write call,
+// when 64 KiB have gathered or every quarter second (as nginx's
+// access_log buffer= flush= do, but without a request ever writing). If
 // the disk is slow or stuck and the buffer is full, the line is dropped and
 // counted (portico_access_log_dropped_total): a slow disk costs log lines,
 // never latency or memory.
@@ -24,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -46,6 +49,16 @@ func NewDroppedCounter() prometheus.Counter {
 // per Log (one filling, one being written).
 const bufferLimit = 1 << 20
 
+// flushBytes is how much the buffer holds before the writer is woken to
+// write it; below that, lines wait for the next tick of flushInterval. A
+// request thus costs a copy into memory, and not a wake-up of the writer
+// goroutine (which costs more than formatting the line) or a write call.
+const flushBytes = 64 << 10
+
+// flushInterval is the longest a line waits in memory: short enough for an
+// operator watching the log with tail -f.
+const flushInterval = 250 * time.Millisecond
+
 // maxScratch is the largest per-line buffer kept in the pool; a line with
 // an enormous URI is formatted in a buffer that is then let go.
 const maxScratch = 16 << 10
@@ -60,12 +73,13 @@ type Log struct {
 	dropped prometheus.Counter // nil: not counted
 	scratch sync.Pool          // *[]byte, a line being formatted
 	limit   int
+	flushAt int // min(flushBytes, limit/4)
 
 	mu     sync.Mutex
 	buf    []byte // lines waiting for the writer, cap limit
 	closed bool
 
-	wake   chan struct{}   // buf went from empty to not; cap 1
+	wake   chan struct{}   // buf reached flushBytes; cap 1
 	reopen chan chan error // Reopen's requests
 	quit   chan struct{}   // closed by Close
 	done   chan struct{}   // closed when the writer has returned
@@ -150,6 +164,7 @@ func newLog(w io.Writer, f Format, dropped prometheus.Counter, limit int) *Log {
 		format:  f,
 		dropped: dropped,
 		limit:   limit,
+		flushAt: min(flushBytes, limit/4),
 		buf:     make([]byte, 0, limit),
 		spare:   make([]byte, 0, limit),
 		wake:    make(chan struct{}, 1),
@@ -178,17 +193,17 @@ func (l *Log) Write(r *Record) {
 		l.mu.Unlock()
 		l.drop(1)
 	} else {
-		first := len(l.buf) == 0
+		before := len(l.buf)
 		l.buf = append(l.buf, line...)
-		filling := len(l.buf) > l.limit/2
+		after := len(l.buf)
 		l.mu.Unlock()
-		if first {
+		if before < l.flushAt && after >= l.flushAt {
 			select {
 			case l.wake <- struct{}{}:
 			default: // the writer is already due to look
 			}
 		}
-		if filling {
+		if after > l.limit/2 {
 			// The writer is runnable but not running: every P is busy
 			// with requests that do not block. Yielding lets it run
 			// before the buffer is full; it costs this request a trip
@@ -253,9 +268,13 @@ func (l *Log) Close() error {
 // run is the writer goroutine: the only one that touches the file.
 func (l *Log) run() {
 	defer close(l.done)
+	tick := time.NewTicker(flushInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-l.wake:
+			l.flush()
+		case <-tick.C:
 			l.flush()
 		case req := <-l.reopen:
 			l.flush()

@@ -306,6 +306,33 @@ func TestStuckPipeDrops(t *testing.T) {
 	w.Close()
 }
 
+// TestQuietLineIsWritten: a line alone is written within flushInterval,
+// without Close.
+func TestQuietLineIsWritten(t *testing.T) {
+	var w lockedBuffer
+	l := newLog(&w, JSON, nil, bufferLimit)
+	defer l.Close()
+	l.Write(lineRecord("alone"))
+	eventually(t, "the line to be written", func() bool { return strings.Contains(w.String(), `"alone"`) })
+}
+
+// TestBusyLogBatches: lines are written in few large writes, not one each.
+func TestBusyLogBatches(t *testing.T) {
+	var w lockedBuffer
+	l := newLog(&w, JSON, nil, bufferLimit)
+	for i := range 1000 {
+		l.Write(lineRecord(fmt.Sprint(i)))
+	}
+	l.Close()
+	if n := len(requestIDs(t, w.String())); n != 1000 {
+		t.Fatalf("%d lines written, want 1000", n)
+	}
+	// About 400 KiB: a few writes of at least 64 KiB each, and the rest.
+	if w.writes > 10 {
+		t.Errorf("1000 lines took %d write calls", w.writes)
+	}
+}
+
 type failingWriter struct{}
 
 func (failingWriter) Write(p []byte) (int, error) { return 0, io.ErrClosedPipe }
