@@ -137,9 +137,7 @@ func Open(path, format string, dropped prometheus.Counter) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := newLog(file, f, dropped, bufferLimit)
-	l.file, l.path = file, path
-	return l, nil
+	return newFileLog(file, path, f, dropped, bufferLimit), nil
 }
 
 // New returns a log that writes to w, which it never closes; Reopen does
@@ -159,7 +157,23 @@ func openFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+// newLog starts a log writing to w, which it never closes.
 func newLog(w io.Writer, f Format, dropped prometheus.Counter, limit int) *Log {
+	l := makeLog(w, f, dropped, limit)
+	go l.run()
+	return l
+}
+
+// newFileLog starts a log writing to file, opened at path, which Reopen
+// replaces and Close closes.
+func newFileLog(file *os.File, path string, f Format, dropped prometheus.Counter, limit int) *Log {
+	l := makeLog(file, f, dropped, limit)
+	l.file, l.path = file, path
+	go l.run()
+	return l
+}
+
+func makeLog(w io.Writer, f Format, dropped prometheus.Counter, limit int) *Log {
 	l := &Log{
 		format:  f,
 		dropped: dropped,
@@ -174,7 +188,6 @@ func newLog(w io.Writer, f Format, dropped prometheus.Counter, limit int) *Log {
 		out:     w,
 	}
 	l.scratch.New = func() any { b := make([]byte, 0, 512); return &b }
-	go l.run()
 	return l
 }
 
