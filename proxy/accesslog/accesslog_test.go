@@ -329,8 +329,9 @@ func TestBusyLogBatches(t *testing.T) {
 	if n := len(requestIDs(t, w.String())); n != 1000 {
 		t.Fatalf("%d lines written, want 1000", n)
 	}
-	// About 400 KiB: a few writes of at least 64 KiB each, and the rest.
-	if w.writes > 10 {
+	// About 400 KiB: some seven writes of 64 KiB, more if a tick or a slow
+	// machine splits them, but never anywhere near one a line.
+	if w.writes > 50 {
 		t.Errorf("1000 lines took %d write calls", w.writes)
 	}
 }
