@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,6 +91,9 @@ type Log struct {
 	path     string   // the file's path, for Reopen; "" when not a file
 	spare    []byte   // the buffer being written
 	closeErr error
+	failing  bool // the last write failed
+
+	onError atomic.Pointer[func(error)]
 }
 
 // Format is the layout of a line.
@@ -137,9 +141,7 @@ func Open(path, format string, dropped prometheus.Counter) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := newLog(file, f, dropped, bufferLimit)
-	l.file, l.path = file, path
-	return l, nil
+	return newFileLog(file, path, f, dropped, bufferLimit), nil
 }
 
 // New returns a log that writes to w, which it never closes; Reopen does
@@ -159,7 +161,23 @@ func openFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+// newLog starts a log writing to w, which it never closes.
 func newLog(w io.Writer, f Format, dropped prometheus.Counter, limit int) *Log {
+	l := makeLog(w, f, dropped, limit)
+	go l.run()
+	return l
+}
+
+// newFileLog starts a log writing to file, opened at path, which Reopen
+// replaces and Close closes.
+func newFileLog(file *os.File, path string, f Format, dropped prometheus.Counter, limit int) *Log {
+	l := makeLog(file, f, dropped, limit)
+	l.file, l.path = file, path
+	go l.run()
+	return l
+}
+
+func makeLog(w io.Writer, f Format, dropped prometheus.Counter, limit int) *Log {
 	l := &Log{
 		format:  f,
 		dropped: dropped,
@@ -174,7 +192,6 @@ func newLog(w io.Writer, f Format, dropped prometheus.Counter, limit int) *Log {
 		out:     w,
 	}
 	l.scratch.New = func() any { b := make([]byte, 0, 512); return &b }
-	go l.run()
 	return l
 }
 
@@ -298,8 +315,30 @@ func (l *Log) flush() {
 	if len(l.spare) == 0 {
 		return
 	}
-	if n, err := l.out.Write(l.spare); err != nil {
-		l.drop(bytes.Count(l.spare[min(n, len(l.spare)):], []byte{'\n'}))
+	n, err := l.out.Write(l.spare)
+	if err == nil {
+		l.failing = false
+		return
+	}
+	if !l.failing {
+		l.failing = true
+		if f := l.onError.Load(); f != nil {
+			(*f)(fmt.Errorf("access log: %w", err))
+		}
+	}
+	// Counted after the report, so that one who sees the count sees the
+	// report too.
+	l.drop(bytes.Count(l.spare[max(0, min(n, len(l.spare))):], []byte{'\n'}))
+}
+
+// OnError has f told when writing the log starts failing (a full disk, a
+// closed pipe): once per run of failed writes, not once per write, so that
+// a full disk makes one line in Portico's own log, not thousands; the lines
+// lost are counted as dropped. f runs on the writer goroutine and must not
+// block. Set it right after Open.
+func (l *Log) OnError(f func(error)) {
+	if l != nil {
+		l.onError.Store(&f)
 	}
 }
 

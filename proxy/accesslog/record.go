@@ -104,7 +104,7 @@ func (r *Record) appendCombined(b []byte) []byte {
 		b = append(b, '-')
 	}
 	b = append(b, " - - ["...)
-	b = r.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = appendCommonLogTime(b, r.Time)
 	b = append(b, `] "`...)
 	b = appendCombinedText(b, r.Method)
 	b = append(b, ' ')
@@ -235,6 +235,31 @@ func appendISO8601Millis(b []byte, t time.Time) []byte {
 	b = appendTwo(b, sec, '.')
 	ms := t.Nanosecond() / 1e6
 	return append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+}
+
+// appendCommonLogTime writes t in its own location as the common log
+// format does: 02/Jan/2006:15:04:05 -0700. By hand, as appendISO8601Millis.
+func appendCommonLogTime(b []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	hour, min, sec := t.Clock()
+	_, offset := t.Zone()
+	if year < 0 || year > 9999 || offset%60 != 0 {
+		return t.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	}
+	b = appendTwo(b, day, '/')
+	b = append(b, month.String()[:3]...)
+	b = append(b, '/', byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), ':')
+	b = appendTwo(b, hour, ':')
+	b = appendTwo(b, min, ':')
+	b = appendTwo(b, sec, ' ')
+	sign := byte('+')
+	if offset < 0 {
+		sign, offset = '-', -offset
+	}
+	offset /= 60 // minutes
+	b = append(b, sign)
+	b = appendTwo(b, offset/60, byte('0'+offset%60/10))
+	return append(b, byte('0'+offset%10))
 }
 
 func appendTwo(b []byte, n int, sep byte) []byte {

@@ -178,6 +178,27 @@ func TestCombinedGolden(t *testing.T) {
 	}
 }
 
+func TestCommonLogTime(t *testing.T) {
+	for _, tm := range []time.Time{
+		time.Date(2026, 12, 1, 1, 2, 3, 0, time.FixedZone("", 3600)),
+		time.Date(2026, 1, 9, 23, 59, 59, 999999999, time.FixedZone("", -(9*3600+30*60))),
+		time.Date(1999, 7, 4, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 5, 5, 5, 5, 5, 0, time.FixedZone("", 5*3600+45*60)),
+		time.Date(2026, 5, 5, 5, 5, 5, 0, time.FixedZone("", 14*3600)),
+		time.Date(2026, 5, 5, 5, 5, 5, 0, time.FixedZone("LMT", 37)), // seconds: the slow way
+		time.Date(12345, 5, 5, 5, 5, 5, 0, time.UTC),
+	} {
+		want := tm.Format("02/Jan/2006:15:04:05 -0700")
+		if got := string(appendCommonLogTime(nil, tm)); got != want {
+			t.Errorf("%v: %s, want %s", tm, got, want)
+		}
+		want = tm.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+		if got := string(appendISO8601Millis(nil, tm.UTC())); got != want {
+			t.Errorf("%v: %s, want %s", tm, got, want)
+		}
+	}
+}
+
 func TestTLSVersion(t *testing.T) {
 	for v, want := range map[uint16]string{0: "", 0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1",
 		0x0303: "TLSv1.2", 0x0304: "TLSv1.3", 0x7f1c: "0x7F1C"} {

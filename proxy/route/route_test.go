@@ -509,3 +509,19 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+// TestLongPath: a path longer than the stack buffer and not in normal form
+// is normalised on the heap, with the same answer.
+func TestLongPath(t *testing.T) {
+	tab := newTestTable(t, testRoutes)
+	long := "//api/" + strings.Repeat("%61/", 1000) + "x"
+	if _, pat, ok := tab.Match(long); !ok || pat != "/api/*" {
+		t.Errorf("Match(long) = %q, %v", pat, ok)
+	}
+	if _, pat, ok := tab.Match("/" + strings.Repeat("../", 2000) + "health"); !ok || pat != "/health" {
+		t.Errorf("Match(long traversal) = %q, %v", pat, ok)
+	}
+	if got, want := StripPrefix(long, "/api"), "/"+strings.Repeat("a/", 1000)+"x"; got != want {
+		t.Errorf("StripPrefix(long) = %.40q…, want %.40q…", got, want)
+	}
+}
