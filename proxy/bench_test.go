@@ -150,37 +150,6 @@ func startBenchProxy(tb testing.TB, bc *benchCerts, cfg *config.Config) string {
 	return addr
 }
 
-// TestFastPathAllocatesNothing: with 1,000 routes, header rules and the
-// access log on, the fast path serves a request without allocating: the
-// process allocates no more per request than a client talking TLS straight
-// to an upstream (crypto/tls allocates on each record read; the
-// hand-written client and upstream allocate nothing).
-func TestFastPathAllocatesNothing(t *testing.T) {
-	const host = "bench.test"
-	bc := newBenchCerts(t, host)
-	clientTLS := &tls.Config{RootCAs: bc.pool, ServerName: host, NextProtos: []string{"http/1.1"}}
-	perRequest := func(c *benchClient) float64 {
-		for range 100 { // warm: buffers grown, pools filled
-			if err := c.get(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		// averaged over many requests, so that the rare allocation of a
-		// background goroutine (the log's writer, a timer) rounds away
-		return testing.AllocsPerRun(2000, func() {
-			if err := c.get(); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-	direct := benchUpstream(t, 1024, &tls.Config{GetCertificate: bc.GetCertificate})
-	baseline := perRequest(dialBenchClient(t, direct, clientTLS, host))
-	addr := startBenchProxy(t, bc, benchRoutedConfig(t, host, benchUpstream(t, 1024, nil), 1000))
-	if n := perRequest(dialBenchClient(t, addr, clientTLS, host)); n > baseline {
-		t.Errorf("%v allocations per request through the proxy, %v without it: the fast path allocates", n, baseline)
-	}
-}
-
 // benchCerts is a static certificate source: one self-signed ECDSA P-256
 // certificate for every handshake.
 type benchCerts struct {
