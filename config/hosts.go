@@ -78,3 +78,47 @@ func CertificateNames(certFile, keyFile string) ([]string, error) {
 	}
 	return names, nil
 }
+
+// The wildcard rule, in one place for config, proxy and tlsmgr: "*.x"
+// covers every name of exactly one more label under x ("a.x", not "x" nor
+// "a.b.x"), as a certificate's wildcard does (RFC 6125 §6.4.3).
+
+// WildcardSuffix returns what a name shares with the wildcard that covers
+// it: ".example.net" for "a.example.net". ok is false for a name of one
+// label, which no wildcard covers. For a wildcard host ("*.example.net") it
+// returns the same suffix, so a table keyed by suffix is looked up with a
+// slice of the name (no allocation).
+func WildcardSuffix[T string | []byte](name T) (suffix T, ok bool) {
+	for i := 0; i < len(name); i++ {
+		if name[i] == '.' {
+			if i == 0 {
+				break
+			}
+			return name[i:], true
+		}
+	}
+	return suffix, false
+}
+
+// WildcardFor returns the wildcard host that covers name: "*.example.net"
+// for "a.example.net"; ok is false for a name of one label.
+func WildcardFor(name string) (string, bool) {
+	s, ok := WildcardSuffix(name)
+	if !ok {
+		return "", false
+	}
+	return "*" + s, true
+}
+
+// HostCovers reports whether host (a name, or a wildcard "*.parent")
+// covers name, ignoring case.
+func HostCovers(host, name string) bool {
+	if strings.EqualFold(host, name) {
+		return true
+	}
+	if len(host) < 3 || host[0] != '*' || host[1] != '.' {
+		return false
+	}
+	s, ok := WildcardSuffix(name)
+	return ok && strings.EqualFold(host[1:], s)
+}

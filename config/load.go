@@ -748,10 +748,8 @@ func (v *validator) validateOnDemand(cfg *Config) {
 }
 
 func coveredByWildcard(h string, covered map[string]bool) bool {
-	if dot := strings.IndexByte(h, '.'); dot > 0 {
-		return covered["*"+h[dot:]]
-	}
-	return false
+	w, ok := WildcardFor(h)
+	return ok && covered[w]
 }
 
 func humanDuration(d time.Duration) string {

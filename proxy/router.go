@@ -1,8 +1,9 @@
 package proxy
 
 import (
-	"bytes"
 	"strings"
+
+	"github.com/portico-proxy/portico/config"
 )
 
 // Router maps a request's host to its site. Lookups are O(1) in the number of
@@ -62,16 +63,16 @@ func (r *Router) Lookup(host string) *Site {
 		if s := r.exact[string(b)]; s != nil {
 			return s
 		}
-		if dot := bytes.IndexByte(b, '.'); dot > 0 {
-			return r.wildcard[string(b[dot:])]
+		if suffix, ok := config.WildcardSuffix(b); ok {
+			return r.wildcard[string(suffix)]
 		}
 		return nil
 	}
 	if s := r.exact[host]; s != nil {
 		return s
 	}
-	if dot := strings.IndexByte(host, '.'); dot > 0 {
-		return r.wildcard[host[dot:]]
+	if suffix, ok := config.WildcardSuffix(host); ok {
+		return r.wildcard[suffix]
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/portico-proxy/portico/config"
 )
 
 // certIndex is the handshake's fast path: for each name, the certificate of
@@ -66,8 +67,8 @@ func (ix *certIndex) get(name string) *certPair {
 	}
 	// "*.example.net" is stored under ".example.net", which is a substring
 	// of the name: no allocation to build the wildcard key
-	if dot := strings.IndexByte(name, '.'); dot > 0 {
-		return ix.lookup(name[dot:])
+	if suffix, ok := config.WildcardSuffix(name); ok {
+		return ix.lookup(suffix)
 	}
 	return nil
 }
@@ -82,7 +83,7 @@ func (ix *certIndex) lookup(key string) *certPair {
 
 func indexKey(name string) string {
 	if rest, ok := strings.CutPrefix(name, "*"); ok {
-		return rest
+		return rest // the wildcard's suffix, as config.WildcardSuffix gives it
 	}
 	return name
 }

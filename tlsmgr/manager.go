@@ -529,8 +529,7 @@ func (m *Manager) mayHold(name string) bool {
 	if m.managed(name) || m.staticCovers(name) || m.sanGroupFor(name) != nil {
 		return true
 	}
-	if dot := strings.IndexByte(name, '.'); dot > 0 {
-		w := "*" + name[dot:]
+	if w, ok := config.WildcardFor(name); ok {
 		return m.managed(w) || m.sanGroupFor(w) != nil
 	}
 	return false

@@ -4,10 +4,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/portico-proxy/portico/config"
 )
 
 // errNoCertificate fails a handshake for which no certificate fits. certmagic
@@ -65,13 +65,8 @@ func coversName(names []string, name string) bool {
 		return false
 	}
 	for _, n := range names {
-		if strings.EqualFold(n, name) {
+		if config.HostCovers(n, name) {
 			return true
-		}
-		if len(n) > 2 && n[0] == '*' && n[1] == '.' {
-			if dot := strings.IndexByte(name, '.'); dot > 0 && strings.EqualFold(n[1:], name[dot:]) {
-				return true
-			}
 		}
 	}
 	return false

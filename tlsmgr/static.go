@@ -147,8 +147,6 @@ func coveredBy(covered map[string]bool, host string) bool {
 	if covered[host] {
 		return true
 	}
-	if dot := strings.IndexByte(host, '.'); dot > 0 {
-		return covered["*"+host[dot:]]
-	}
-	return false
+	w, ok := config.WildcardFor(host)
+	return ok && covered[w]
 }
