@@ -20,6 +20,9 @@
 #   PORTICO_BIN=/tmp/portico-old integration/bench/compare.sh   # a binary built elsewhere
 #   PROFILE=1 integration/bench/compare.sh       # also perf profiles under wrk, after the rounds
 #   ROUNDS=1 WARMUP=1 WRK_DURATION=2 HS_DURATION=2 H2_DURATION=2 integration/bench/compare.sh   # smoke test
+#   ACCESS_LOG=1 integration/bench/compare.sh    # both write an access log to a file
+#                                                # (nginx: combined, unbuffered; Portico: JSON)
+#   ONLY_WRK=1 integration/bench/compare.sh      # HTTP/1.1 only: no handshakes, no h2load
 #
 # Installs nginx, wrk and nghttp2-client (h2load) with apt-get when missing.
 # See integration/bench/README.md for what each number means.
@@ -33,6 +36,8 @@ HS_DURATION=${HS_DURATION:-10}
 HS_WORKERS=${HS_WORKERS:-32}
 H2_DURATION=${H2_DURATION:-8}
 PROFILE=${PROFILE:-}
+ACCESS_LOG=${ACCESS_LOG:-}
+ONLY_WRK=${ONLY_WRK:-}
 HOST=bench.test
 
 out=${OUT:-integration/bench/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -131,6 +136,12 @@ user_line=
 if [[ "$(id -u)" == 0 ]]; then
   user_line="user $(id -un) $(id -gn);" # workers run as the current user, not nobody
 fi
+nginx_access_log="access_log off;"
+portico_access_log=""
+if [[ -n "$ACCESS_LOG" ]]; then
+  nginx_access_log="access_log $work/nginx/access.log;"
+  portico_access_log=$'[log]\naccess = "'"$work"'/portico-access.log"\naccess_format = "json"'
+fi
 cat >"$work/nginx/nginx.conf" <<EOF
 $user_line
 worker_processes 1;
@@ -141,7 +152,7 @@ events {
   worker_connections 4096;
 }
 http {
-  access_log off;
+  $nginx_access_log
   client_body_temp_path $work/nginx/client_body;
   proxy_temp_path $work/nginx/proxy;
   fastcgi_temp_path $work/nginx/fastcgi;
@@ -190,6 +201,8 @@ default_sni = "$HOST"
 
 [storage]
 path = "$work/portico-data"
+
+$portico_access_log
 
 [[certificate]]
 cert = "$work/ecdsa.crt"
@@ -308,6 +321,11 @@ measure() { # target round
   record "$t" "$r" wrk_cpu_pct "$(calc "($c1 - $c0) / $clk_tck / ($t1 - $t0) * 100")"
   record "$t" "$r" wrk_errors "$errs"
   log "  $t round $r: wrk $rps req/s, p99 ${p99} ms, errors $errs"
+
+  if [[ -n "$ONLY_WRK" ]]; then
+    record "$t" "$r" rss_mib "$(hwm_mib "${pids[@]}")"
+    return
+  fi
 
   # (c) full handshakes, ECDSA then RSA
   local kind n total_errs=0
