@@ -24,6 +24,16 @@ import (
 // Routes, their rules and their pools are built once per config (Swap), so
 // a request only reads them.
 
+// The answers Portico gives itself when a route's pool fails, on every
+// path.
+const (
+	msgUpstreamsDown  = "502 Bad Gateway: no upstream of this site is reachable"
+	msgUpstreamFailed = "502 Bad Gateway: the upstream did not answer"
+	msgBodyRefused    = "400 Bad Request: the request body was malformed or ended early"
+	logUpstreamsDown  = "every upstream is down"
+	logUpstreamFailed = "upstream request failed"
+)
+
 // Route actions.
 const (
 	actProxy    = iota // to the route's pool

@@ -407,11 +407,11 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	replayable := h.ContentLength <= 0 && h1.Idempotent(h.Method)
 	uc, reused, failures := f.connect(c.route.pool)
 	if uc == nil {
-		site.logger.Error("every upstream is down", zap.Strings("upstreams", failures))
+		site.logger.Error(logUpstreamsDown, zap.Strings("upstreams", failures))
 		// the request body, if any, is unread: the connection ends
 		keep = keep && h.ContentLength <= 0
 		c.br.Discard(n)
-		return f.sendError(c, site, 502, "502 Bad Gateway: no upstream of this site is reachable", keep), keep
+		return f.sendError(c, site, 502, msgUpstreamsDown, keep), keep
 	}
 	c.upstream.Store(uc)
 	defer c.upstream.Store(nil)
@@ -425,7 +425,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 			break
 		}
 		uc.Close()
-		if !reused || !replayable || !c.resp.NothingRead {
+		if !h1.MayResend(reused, replayable, c.resp.NothingRead) {
 			break
 		}
 		// the pooled connection had been closed by the upstream while
@@ -462,10 +462,10 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 		if errors.Is(err, h1.ErrClientBody) {
 			return 0, false // the client went away in the middle of its body
 		}
-		site.logger.Warn("upstream request failed", zap.ByteString("path", c.logPath), zap.Error(err))
+		site.logger.Warn(logUpstreamFailed, zap.ByteString("path", c.logPath), zap.Error(err))
 		// a body may be left half read: then the connection ends
 		keep = keep && h.ContentLength <= 0
-		return f.sendError(c, site, 502, "502 Bad Gateway: the upstream did not answer", keep), keep
+		return f.sendError(c, site, 502, msgUpstreamFailed, keep), keep
 	}
 	r := &c.resp
 	keep = keep && !f.shutting.Load()
@@ -532,16 +532,15 @@ func (f *fastServer) send(c *fastConn, site *Site, uc *h1.Conn, n int, isHead bo
 // when it comes from the pool), moving on when a dial fails, or nil and
 // why each failed.
 func (f *fastServer) connect(p *Pool) (*h1.Conn, bool, []string) {
-	count := uint64(len(p.addrs))
-	start := p.next.Add(1)
+	start := p.start()
 	var failures []string
-	for i := uint64(0); i < count; i++ {
-		addr := p.addrs[(start+i)%count]
-		uc, reused, err := f.up.Get(f.ctx, addr)
+	for i := range p.addrs {
+		k := p.turn(start, i)
+		uc, reused, err := f.up.Get(f.ctx, p.addrs[k])
 		if err == nil {
 			return uc, reused, nil
 		}
-		failures = append(failures, p.upstreams[(start+i)%count].Redacted()+": "+dialReason(err))
+		failures = append(failures, p.upstreams[k].Redacted()+": "+dialReason(err))
 	}
 	return nil, false, failures
 }

@@ -82,8 +82,8 @@ func (s *Site) reverseProxy(rt *Route, b *builder) *httputil.ReverseProxy {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var down *UpstreamsDownError
 			if errors.As(err, &down) {
-				log.Error("every upstream is down", zap.Strings("upstreams", down.Failures))
-				http.Error(w, "502 Bad Gateway: no upstream of this site is reachable", http.StatusBadGateway)
+				log.Error(logUpstreamsDown, zap.Strings("upstreams", down.Failures))
+				http.Error(w, msgUpstreamsDown, http.StatusBadGateway)
 				return
 			}
 			// (a refused body cancels the request before the transport
@@ -95,14 +95,14 @@ func (s *Site) reverseProxy(rt *Route, b *builder) *httputil.ReverseProxy {
 				if r.ProtoMajor == 1 {
 					w.Header().Set("Connection", "close")
 				}
-				http.Error(w, "400 Bad Request: the request body was malformed or ended early", http.StatusBadRequest)
+				http.Error(w, msgBodyRefused, http.StatusBadRequest)
 				return
 			}
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
-			log.Warn("upstream request failed", zap.String("path", r.URL.Path), zap.Error(err))
-			http.Error(w, "502 Bad Gateway: the upstream did not answer", http.StatusBadGateway)
+			log.Warn(logUpstreamFailed, zap.String("path", r.URL.Path), zap.Error(err))
+			http.Error(w, msgUpstreamFailed, http.StatusBadGateway)
 		},
 	}
 }

@@ -48,6 +48,16 @@ func newPool(raw []string, transport http.RoundTripper) (*Pool, error) {
 	return p, nil
 }
 
+// turn returns the index of the upstream whose turn it is, for the i-th
+// attempt of a request (i > 0 after failed dials): round robin, moving on
+// to the next on failure. Every path picks upstreams through it.
+func (p *Pool) turn(start uint64, i int) int {
+	return int((start + uint64(i)) % uint64(len(p.upstreams)))
+}
+
+// start begins a request's turn.
+func (p *Pool) start() uint64 { return p.next.Add(1) }
+
 // UpstreamsDownError is returned when no upstream of a pool accepted a
 // connection; it names each upstream and why.
 type UpstreamsDownError struct {
@@ -62,15 +72,14 @@ func (e *UpstreamsDownError) Error() string {
 // fails. A failed dial sent nothing, so the request (and its body, which is
 // kept open across attempts) is safe to send again.
 func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
-	n := uint64(len(p.upstreams))
-	start := p.next.Add(1)
+	start := p.start()
 	body := req.Body
 	if body != nil && body != http.NoBody {
 		req.Body = keepOpen{body}
 	}
 	var failures []string
-	for i := uint64(0); i < n; i++ {
-		u := p.upstreams[(start+i)%n]
+	for i := range p.upstreams {
+		u := p.upstreams[p.turn(start, i)]
 		out := req
 		if i > 0 {
 			out = req.Clone(req.Context())

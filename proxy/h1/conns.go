@@ -104,6 +104,15 @@ func (p *Conns) Put(uc *Conn) {
 	p.mu.Unlock()
 }
 
+// MayResend reports whether a request that failed may go again, once, on
+// a new connection, as net/http's Transport does: it went over a pooled
+// connection (reused) that the upstream had closed while it idled, nothing
+// came back (nothingRead), and sending it twice is safe (replayable: no
+// body and an idempotent method). Both request paths follow this rule.
+func MayResend(reused, replayable, nothingRead bool) bool {
+	return reused && replayable && nothingRead
+}
+
 // Idle returns how many idle connections to addr the pool keeps.
 func (p *Conns) Idle(addr string) int {
 	p.mu.Lock()

@@ -71,7 +71,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !reused || !replayable || !r.NothingRead {
+		if !MayResend(reused, replayable, r.NothingRead) {
 			return nil, err
 		}
 		// the pooled connection had been closed by the upstream while
