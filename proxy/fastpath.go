@@ -253,8 +253,8 @@ func (c *fastConn) prepare(site *Site, logging bool) {
 		c.reqID = appendRequestID(c.reqID)
 	}
 	c.client = append(c.client[:0], c.peerIP...)
+	c.xff = c.xff[:0]
 	if trusted && h.XFF > 0 {
-		c.xff = c.xff[:0]
 		for _, f := range h.Fields {
 			if f.Kind == h1.KindXForwardedFor {
 				c.xff = append(c.xff, f.Value)

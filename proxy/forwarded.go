@@ -51,33 +51,49 @@ func (t trustedProxies) trustsAddr(a netip.Addr) bool {
 	return false
 }
 
-// setForwarded sets the X-Forwarded-* headers of an upstream request.
-// ReverseProxy has already removed the client's X-Forwarded-For,
-// X-Forwarded-Host, X-Forwarded-Proto and Forwarded from pr.Out. From an
-// untrusted peer they stay replaced: X-Forwarded-For is the peer's address
-// alone, X-Forwarded-Proto is how it reached Portico, X-Forwarded-Host its
-// Host. From a trusted proxy, its X-Forwarded-For chain is kept with the
-// proxy's address appended, and its X-Forwarded-Proto and X-Forwarded-Host
-// (what the original client used) are passed on. Forwarded (RFC 7239) is
-// never passed on.
-func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
-	if !t.trusts(pr.In.RemoteAddr) {
-		pr.SetXForwarded()
-		return
-	}
-	var chain []string
-	for _, v := range pr.In.Header["X-Forwarded-For"] {
-		if v != "" {
-			chain = append(chain, v)
+// The forwarding policy, one copy for both request paths: ReverseProxy's
+// Rewrite (setForwarded) and the fast path's request writer (relay.go).
+// From an untrusted peer the client's X-Forwarded-* are replaced:
+// X-Forwarded-For is the peer's address alone, X-Forwarded-Proto how it
+// reached Portico, X-Forwarded-Host its Host. From a trusted proxy, its
+// X-Forwarded-For chain is kept with the proxy's address appended, and its
+// X-Forwarded-Proto and X-Forwarded-Host (what the original client used)
+// are passed on. Forwarded (RFC 7239) is never passed on.
+
+// appendForwardedFor appends the X-Forwarded-For value of an upstream
+// request: a trusted proxy's chain (its non-empty values, in order), then
+// the peer's address; for any other peer, its address alone.
+func appendForwardedFor[T string | []byte](dst []byte, trusted bool, chain []T, peer string) []byte {
+	if trusted {
+		for _, v := range chain {
+			if len(v) > 0 {
+				dst = append(dst, v...)
+				dst = append(dst, ", "...)
+			}
 		}
 	}
-	if chain != nil {
-		pr.Out.Header["X-Forwarded-For"] = chain // SetXForwarded appends the peer
+	return append(dst, peer...)
+}
+
+// setForwarded sets the X-Forwarded-* headers of an upstream request on
+// the net/http paths. ReverseProxy has already removed the client's
+// X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and Forwarded from
+// pr.Out.
+func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
+	in, out := pr.In, pr.Out.Header
+	trusted := t.trusts(in.RemoteAddr)
+	if peer, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		out["X-Forwarded-For"] = []string{string(appendForwardedFor(nil, trusted, in.Header["X-Forwarded-For"], peer))}
 	}
-	pr.SetXForwarded()
-	for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
-		if v := pr.In.Header[h]; len(v) > 0 {
-			pr.Out.Header[h] = append([]string(nil), v...)
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	for _, h := range [...]struct{ name, own string }{{"X-Forwarded-Host", in.Host}, {"X-Forwarded-Proto", proto}} {
+		if v := in.Header[h.name]; trusted && len(v) > 0 {
+			out[h.name] = append([]string(nil), v...)
+		} else {
+			out[h.name] = []string{h.own}
 		}
 	}
 }

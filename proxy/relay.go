@@ -10,9 +10,10 @@ import (
 // This file writes the fast path's upstream requests and reads, checks and
 // relays the answers (fastpath.go).
 
-// writeRequestHead writes the upstream request for h: its request line,
-// Host, the client's end-to-end headers, X-Forwarded-* by the peer's trust
-// (as trustedProxies.setForwarded does for the net/http path) and its
+// writeRequestHead writes the upstream request for h: its request line
+// (less the route's strip_prefix), Host, the client's end-to-end headers
+// less the route's removed ones, X-Request-ID, the route's set rules,
+// X-Forwarded-* by the forwarding policy (forwarded.go) and its
 // Content-Length.
 func writeRequestHead(w *bufio.Writer, h *h1.RequestHead, c *fastConn, site *Site) {
 	rt := c.route
@@ -58,15 +59,7 @@ func writeRequestHead(w *bufio.Writer, h *h1.RequestHead, c *fastConn, site *Sit
 	}
 	if c.peerIP != "" {
 		w.WriteString("X-Forwarded-For: ")
-		if trusted && h.XFF > 0 {
-			for _, f := range h.Fields {
-				if f.Kind == h1.KindXForwardedFor && len(f.Value) > 0 {
-					w.Write(f.Value)
-					w.WriteString(", ")
-				}
-			}
-		}
-		w.WriteString(c.peerIP)
+		w.Write(appendForwardedFor(w.AvailableBuffer(), trusted, c.xff, c.peerIP))
 		w.WriteString("\r\n")
 	}
 	if !sawHost {
