@@ -140,7 +140,7 @@ nginx_access_log="access_log off;"
 portico_access_log=""
 if [[ -n "$ACCESS_LOG" ]]; then
   nginx_access_log="access_log $work/nginx/access.log;"
-  portico_access_log=$'[log]\naccess = "'"$work"'/portico-access.log"\naccess_format = "json"'
+  portico_access_log=$(printf '[log]\naccess = "%s/portico-access.log"\naccess_format = "json"' "$work")
 fi
 cat >"$work/nginx/nginx.conf" <<EOF
 $user_line
