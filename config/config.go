@@ -147,7 +147,9 @@ type Site struct {
 	// Headers are the site's header rules ([site.headers]).
 	Headers *Headers `toml:"headers"`
 	// Routes are the site's [[site.route]]s, by path.
-	Routes        []Route  `toml:"route"`
+	Routes []Route `toml:"route"`
+	// MaxBodyBytes bounds a request body (413 above it); 0: no limit.
+	MaxBodyBytes  int64    `toml:"max_body_bytes"`
 	RedirectHTTPS *bool    `toml:"redirect_https"`
 	HSTSMaxAge    Duration `toml:"hsts_max_age"`
 	Respond       string   `toml:"respond"`
@@ -193,11 +195,61 @@ type Headers struct {
 	ResponseRemove []string          `toml:"response_remove"`
 }
 
-// Pool is one [[pool]]: named upstreams that sites and routes share.
+// Pool is one [[pool]]: named upstreams that sites and routes share, with
+// how an upstream is picked and how failing ones are routed around.
 type Pool struct {
 	Name      string   `toml:"name"`
 	Upstreams []string `toml:"upstreams"`
+	// Policy picks an upstream: "round_robin" (default), "least_conn",
+	// "ip_hash", "random_two" or "first".
+	Policy string `toml:"policy"`
+	// HealthPath turns active checks on: GET HealthPath on each upstream
+	// every HealthInterval, within HealthTimeout; HealthStatus ("2xx" or a
+	// code) is healthy.
+	HealthPath     string   `toml:"health_path"`
+	HealthInterval Duration `toml:"health_interval"`
+	HealthTimeout  Duration `toml:"health_timeout"`
+	HealthStatus   string   `toml:"health_status"`
+	// UnhealthyAfter failed checks in a row take an upstream out;
+	// HealthyAfter good ones bring it back.
+	UnhealthyAfter int `toml:"unhealthy_after"`
+	HealthyAfter   int `toml:"healthy_after"`
+	// MaxFails failed attempts within FailWindow take an upstream out for
+	// FailWindow (passive checks); 0 turns them off.
+	MaxFails   *int     `toml:"max_fails"`
+	FailWindow Duration `toml:"fail_window"`
+	// Retries is how many other upstreams a request may try: an
+	// idempotent one after any failure, any one that never reached an
+	// upstream.
+	Retries               *int     `toml:"retries"`
+	DialTimeout           Duration `toml:"dial_timeout"`
+	ResponseHeaderTimeout Duration `toml:"response_header_timeout"`
+	// TLSCA, TLSServerName, TLSClientCert and TLSClientKey are for
+	// https:// upstreams: a CA to trust (default: the system's), the name
+	// to verify, and a client certificate (mTLS).
+	TLSCA         string `toml:"tls_ca"`
+	TLSServerName string `toml:"tls_server_name"`
+	TLSClientCert string `toml:"tls_client_cert"`
+	TLSClientKey  string `toml:"tls_client_key"`
 }
+
+// Pool defaults.
+const (
+	DefaultPolicy                = "round_robin"
+	DefaultHealthInterval        = 5 * time.Second
+	DefaultHealthTimeout         = 2 * time.Second
+	DefaultHealthStatus          = "2xx"
+	DefaultUnhealthyAfter        = 3
+	DefaultHealthyAfter          = 2
+	DefaultMaxFails              = 3
+	DefaultFailWindow            = 10 * time.Second
+	DefaultRetries               = 2
+	DefaultDialTimeout           = 5 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+)
+
+// Policies are the ways a pool picks an upstream.
+var Policies = []string{"round_robin", "least_conn", "ip_hash", "random_two", "first"}
 
 // Log configures the access log ([log]).
 type Log struct {

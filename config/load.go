@@ -761,14 +761,14 @@ func humanDuration(d time.Duration) string {
 
 func checkUpstream(raw string) error {
 	if !strings.Contains(raw, "://") {
-		return errors.New("no scheme: start it with http:// or https://")
+		return errors.New("no scheme: start it with http://, https:// or h2c://")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return errors.New("not a URL")
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("scheme must be http or https, not %q", u.Scheme)
+	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c" {
+		return fmt.Errorf("scheme must be http, https or h2c (HTTP/2 cleartext, for gRPC), not %q", u.Scheme)
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return errors.New("no host")

@@ -249,7 +249,7 @@ func TestParseRefusals(t *testing.T) {
 			key: "site[1].upstreams", msg: []string{`"localhost:8080"`, "no scheme"}, fix: "http://host:port"},
 		{name: "upstream with ftp scheme",
 			src: acmeOK + "[[site]]\nhosts = [\"app.example.net\"]\nupstreams = [\"ftp://files.internal:21\"] " + marker + "\n",
-			key: "site[1].upstreams", msg: []string{`scheme must be http or https, not "ftp"`}, fix: "http://host:port"},
+			key: "site[1].upstreams", msg: []string{`scheme must be http, https or h2c (HTTP/2 cleartext, for gRPC), not "ftp"`}, fix: "http://host:port"},
 		{name: "upstream without host",
 			src: acmeOK + "[[site]]\nhosts = [\"app.example.net\"]\nupstreams = [\"http://:8080\"] " + marker + "\n",
 			key: "site[1].upstreams", msg: []string{`"http://:8080"`, "no host"}, fix: "http://host:port"},

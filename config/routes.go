@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // This file validates what the request core reads: [[pool]], a site's
@@ -126,8 +127,115 @@ func (v *validator) validatePools(cfg *Config) map[string]bool {
 				v.bad(base+".upstreams", "write upstreams as http://host:port or https://host:port", "%q: %v", redactURL(up), err)
 			}
 		}
+		v.validatePoolPolicy(base, &cfg.Pools[i])
 	}
 	return names
+}
+
+// DefaultPool is the pool a site's or a route's own upstreams make: the
+// [[pool]] defaults.
+func DefaultPool(upstreams []string) Pool {
+	maxFails, retries := DefaultMaxFails, DefaultRetries
+	return Pool{
+		Upstreams: upstreams, Policy: DefaultPolicy,
+		HealthInterval: Duration(DefaultHealthInterval), HealthTimeout: Duration(DefaultHealthTimeout),
+		HealthStatus: DefaultHealthStatus, UnhealthyAfter: DefaultUnhealthyAfter, HealthyAfter: DefaultHealthyAfter,
+		MaxFails: &maxFails, FailWindow: Duration(DefaultFailWindow), Retries: &retries,
+		DialTimeout: Duration(DefaultDialTimeout), ResponseHeaderTimeout: Duration(DefaultResponseHeaderTimeout),
+	}
+}
+
+// validatePoolPolicy checks a pool's selection, health, retry, timeout and
+// TLS settings, and fills their defaults.
+func (v *validator) validatePoolPolicy(base string, p *Pool) {
+	if p.Policy == "" {
+		p.Policy = DefaultPolicy
+	} else if !slices.Contains(Policies, p.Policy) {
+		v.bad(base+".policy", "use one of "+strings.Join(Policies, ", "), "unknown policy %q", p.Policy)
+	}
+	durations := []struct {
+		key string
+		d   *Duration
+		def time.Duration
+	}{
+		{"health_interval", &p.HealthInterval, DefaultHealthInterval},
+		{"health_timeout", &p.HealthTimeout, DefaultHealthTimeout},
+		{"fail_window", &p.FailWindow, DefaultFailWindow},
+		{"dial_timeout", &p.DialTimeout, DefaultDialTimeout},
+		{"response_header_timeout", &p.ResponseHeaderTimeout, DefaultResponseHeaderTimeout},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.d == 0:
+			*d.d = Duration(d.def)
+		case *d.d < 0:
+			v.bad(base+"."+d.key, fmt.Sprintf("use a positive duration such as %q", d.def.String()), "negative duration")
+		}
+	}
+	if p.HealthPath != "" && !strings.HasPrefix(p.HealthPath, "/") {
+		v.bad(base+".health_path", `write a path such as "/healthz"`, "%q does not start with /", p.HealthPath)
+	}
+	if p.HealthTimeout > p.HealthInterval {
+		v.bad(base+".health_timeout", "keep it at most health_interval", "%s is longer than health_interval %s", p.HealthTimeout.Std(), p.HealthInterval.Std())
+	}
+	switch s := p.HealthStatus; {
+	case s == "":
+		p.HealthStatus = DefaultHealthStatus
+	case len(s) == 3 && s[0] >= '1' && s[0] <= '5' && (s[1:] == "xx" || s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9'):
+	default:
+		v.bad(base+".health_status", `use a class such as "2xx" or a code such as "204"`, "%q", s)
+	}
+	counts := []struct {
+		key string
+		n   *int
+		def int
+	}{{"unhealthy_after", &p.UnhealthyAfter, DefaultUnhealthyAfter}, {"healthy_after", &p.HealthyAfter, DefaultHealthyAfter}}
+	for _, c := range counts {
+		switch {
+		case *c.n == 0:
+			*c.n = c.def
+		case *c.n < 0:
+			v.bad(base+"."+c.key, "use a count of 1 or more", "%d", *c.n)
+		}
+	}
+	if p.MaxFails == nil {
+		n := DefaultMaxFails
+		p.MaxFails = &n
+	} else if *p.MaxFails < 0 {
+		v.bad(base+".max_fails", "use 0 (passive checks off) or a count", "%d", *p.MaxFails)
+	}
+	if p.Retries == nil {
+		n := DefaultRetries
+		p.Retries = &n
+	} else if *p.Retries < 0 {
+		v.bad(base+".retries", "use 0 (no retry) or a count", "%d", *p.Retries)
+	}
+	https := false
+	for _, up := range p.Upstreams {
+		https = https || strings.HasPrefix(up, "https://")
+	}
+	files := []struct {
+		key  string
+		path *string
+	}{{"tls_ca", &p.TLSCA}, {"tls_client_cert", &p.TLSClientCert}, {"tls_client_key", &p.TLSClientKey}}
+	for _, f := range files {
+		if *f.path == "" {
+			continue
+		}
+		if !https {
+			v.bad(base+"."+f.key, "TLS settings are for https:// upstreams", "the pool has no https:// upstream")
+		}
+		*f.path = v.resolve(*f.path)
+		if _, err := os.Stat(*f.path); err != nil {
+			v.bad(base+"."+f.key, "name a PEM file that exists", "%v", unwrapPathErr(err))
+		}
+	}
+	if (p.TLSClientCert == "") != (p.TLSClientKey == "") {
+		v.bad(base+".tls_client_cert", "set tls_client_cert and tls_client_key together", "one without the other")
+	}
+	if p.TLSServerName != "" && !https {
+		v.bad(base+".tls_server_name", "TLS settings are for https:// upstreams", "the pool has no https:// upstream")
+	}
 }
 
 // poolKnown reports a pool name no [[pool]] has.
@@ -167,6 +275,9 @@ func (v *validator) validateSiteRouting(base string, s *Site, pools map[string]b
 			"a site has more than one default action (%s)", strings.Join(defaults, ", "))
 	}
 	v.validateHeaders(base, s.Headers)
+	if s.MaxBodyBytes < 0 {
+		v.bad(base+".max_body_bytes", "use 0 (no limit) or a size in bytes, e.g. 10485760", "%d", s.MaxBodyBytes)
+	}
 	paths := map[string]int{}
 	for i := range s.Routes {
 		r := &s.Routes[i]

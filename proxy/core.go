@@ -155,10 +155,13 @@ func (s *Site) newRoute(rc config.Route, rules *headerRules, b *builder) (*Route
 }
 
 // builder makes the pieces of one routing table: pools by name are built
-// once and shared by every site and route that names them.
+// once and shared by every site and route that names them; a named pool
+// whose settings a reload leaves as they were is the running one (its
+// health and connections go on).
 type builder struct {
 	s     *Server
 	pools map[string]*Pool
+	fresh []*Pool // pools made by this build (their checkers start on commit)
 }
 
 // pool returns the named pool, or a new unnamed one for upstreams.
@@ -170,7 +173,7 @@ func (b *builder) pool(name string, upstreams []string) (*Pool, error) {
 		}
 		return p, nil
 	}
-	return newPool(upstreams, b.s.lean)
+	return newPool(config.DefaultPool(upstreams), b)
 }
 
 // serveRoute carries out a route's action on the net/http path.

@@ -97,7 +97,8 @@ type fastConn struct {
 	route               *Route
 	reqID, client, host []byte
 	vars                ruleVars
-	xff                 [][]byte // a trusted peer's X-Forwarded-For values
+	xff                 [][]byte  // a trusted peer's X-Forwarded-For values
+	u                   *upstream // answering the request, counted in flight
 
 	// the access log's record, when the log is on: copies of the head's
 	// fields made before the body is read, and what the answer was
@@ -228,7 +229,8 @@ func (f *fastServer) route(c *fastConn) *Site {
 	// what the fast path does not do itself (a fixed answer, a redirect,
 	// a 404 or 405, an https upstream), net/http does (Site.ServeHTTP)
 	r := site.matchBytes(pathOf(c.req.URI))
-	if r == nil || r.action != actProxy || r.pool.addrs == nil || !r.takesBytes(c.req.Method) {
+	if r == nil || r.action != actProxy || r.pool.addrs == nil || !r.takesBytes(c.req.Method) ||
+		site.maxBody > 0 && c.req.ContentLength > site.maxBody {
 		return nil
 	}
 	c.route = r
@@ -405,37 +407,68 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 	// on a new connection when a pooled one turns out to have been closed
 	// by the upstream, as net/http's Transport does.
 	replayable := h.ContentLength <= 0 && h1.Idempotent(h.Method)
-	uc, reused, failures := f.connect(c.route.pool)
-	if uc == nil {
-		site.logger.Error(logUpstreamsDown, zap.Strings("upstreams", failures))
-		// the request body, if any, is unread: the connection ends
-		keep = keep && h.ContentLength <= 0
-		c.br.Discard(n)
-		return f.sendError(c, site, 502, msgUpstreamsDown, keep), keep
-	}
-	c.upstream.Store(uc)
-	defer c.upstream.Store(nil)
-	if f.s.access.current() != nil {
-		c.upAddr, c.upStart = uc.Addr, time.Now()
-	}
-	var err error
+	pool := c.route.pool
+	var (
+		uc       *h1.Conn
+		reused   bool
+		failures []string
+		err      error
+		tried    uint64
+		retries  int
+	)
+	// the upstream answering, whose requests in flight count this one
+	defer func() {
+		if c.u != nil {
+			c.u.inFlight.Add(-1)
+			c.u.m.inFlight(-1)
+			c.u = nil
+		}
+	}()
 	for {
-		err = f.send(c, site, uc, n, isHead)
-		if err == nil {
-			break
-		}
-		uc.Close()
-		if !h1.MayResend(reused, replayable, c.resp.NothingRead) {
-			break
-		}
-		// the pooled connection had been closed by the upstream while
-		// idle: once more, on a new one
-		reused = false
-		if uc, err = f.up.Dial(f.ctx, uc.Addr); err != nil {
-			break
+		uc, reused, failures = f.connect(c, pool, &tried, failures)
+		if uc == nil {
+			if err == nil {
+				site.logger.Error(logUpstreamsDown, zap.Strings("upstreams", failures))
+				// the request body, if any, is unread: the connection ends
+				keep = keep && h.ContentLength <= 0
+				c.br.Discard(n)
+				return f.sendError(c, site, 502, msgUpstreamsDown, keep), keep
+			}
+			break // err is the last attempt's
 		}
 		c.upstream.Store(uc)
+		if c.upStart.IsZero() && f.s.access.current() != nil {
+			c.upStart = time.Now()
+		}
+		c.upAddr = uc.Addr
+		if err = f.send(c, site, uc, n, isHead, pool); err != nil {
+			uc.Close()
+			if h1.MayResend(reused, replayable, c.resp.NothingRead) {
+				// the pooled connection had been closed by the upstream
+				// while idle: once more, on a new one
+				if uc, err = f.up.Dial(f.ctx, c.upAddr, pool.limits.DialTimeout); err == nil {
+					c.upstream.Store(uc)
+					if err = f.send(c, site, uc, n, isHead, pool); err != nil {
+						uc.Close()
+					}
+				}
+			}
+		}
+		if err == nil || errors.Is(err, h1.ErrClientBody) {
+			break
+		}
+		pool.fail(c.u, time.Now())
+		if !replayable || retries >= pool.retries {
+			break
+		}
+		// an idempotent request without a body: another upstream
+		retries++
+		site.logger.Info("retrying an idempotent request on another upstream", zap.String("upstream", c.u.label), zap.Error(err))
+		c.u.inFlight.Add(-1)
+		c.u.m.inFlight(-1)
+		c.u = nil
 	}
+	defer c.upstream.Store(nil)
 	if h.ContentLength <= 0 {
 		c.br.Discard(n) // send left the head for a second try
 	}
@@ -458,6 +491,9 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 			uc.Close()
 		}
 	}
+	if pool.limits.ResponseHeaderTimeout > 0 && uc != nil {
+		uc.SetReadDeadline(time.Time{}) // the head is in: the body may take its time
+	}
 	if err != nil {
 		if errors.Is(err, h1.ErrClientBody) {
 			return 0, false // the client went away in the middle of its body
@@ -468,6 +504,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 		return f.sendError(c, site, 502, msgUpstreamFailed, keep), keep
 	}
 	r := &c.resp
+	c.u.m.answered(r.Status)
 	keep = keep && !f.shutting.Load()
 	writeResponseHead(c.bw, r, site, c, false, keep)
 	var rerr, werr error
@@ -507,7 +544,7 @@ func (f *fastServer) proxy(c *fastConn, site *Site, n int) (int, bool) {
 // arrives in a read of its own. A body "HEAD" in its own TLS record once
 // made a POST's answer be relayed as a HEAD's, leaving its body in a
 // pooled upstream connection for the next client to receive.
-func (f *fastServer) send(c *fastConn, site *Site, uc *h1.Conn, n int, isHead bool) error {
+func (f *fastServer) send(c *fastConn, site *Site, uc *h1.Conn, n int, isHead bool, pool *Pool) error {
 	h := &c.req
 	c.resp.NothingRead = false
 	writeRequestHead(uc.Writer, h, c, site)
@@ -525,24 +562,35 @@ func (f *fastServer) send(c *fastConn, site *Site, uc *h1.Conn, n int, isHead bo
 		c.resp.NothingRead = true // a write to a connection the upstream closed
 		return fmt.Errorf("send request: %w", err)
 	}
+	if t := pool.limits.ResponseHeaderTimeout; t > 0 {
+		uc.SetReadDeadline(time.Now().Add(t)) // cleared once the final head is in
+	}
 	return uc.ReadResponse(&c.resp, isHead)
 }
 
-// connect returns a connection to the next upstream of p in turn (reused
-// when it comes from the pool), moving on when a dial fails, or nil and
-// why each failed.
-func (f *fastServer) connect(p *Pool) (*h1.Conn, bool, []string) {
-	start := p.start()
-	var failures []string
-	for i := range p.addrs {
-		k := p.turn(start, i)
-		uc, reused, err := f.up.Get(f.ctx, p.addrs[k])
-		if err == nil {
-			return uc, reused, nil
+// connect returns a connection to the upstream of p that its policy picks
+// among those not tried yet (reused when it comes from the pool), moving on
+// when a dial fails (a passive failure of that upstream), or nil when every
+// upstream was tried; failures says why each failed. It notes the upstream
+// in c.u, counting the request in its requests in flight.
+func (f *fastServer) connect(c *fastConn, p *Pool, tried *uint64, failures []string) (*h1.Conn, bool, []string) {
+	for {
+		k := p.pick(c.client, *tried)
+		if k < 0 {
+			return nil, false, failures
 		}
-		failures = append(failures, p.upstreams[k].Redacted()+": "+dialReason(err))
+		*tried |= bit(k)
+		u := p.upstreams[k]
+		uc, reused, err := f.up.Get(f.ctx, u.addr, p.limits.DialTimeout)
+		if err == nil {
+			c.u = u
+			u.inFlight.Add(1)
+			u.m.inFlight(1)
+			return uc, reused, failures
+		}
+		p.fail(u, time.Now())
+		failures = append(failures, u.label+": "+dialReason(err))
 	}
-	return nil, false, failures
 }
 
 // sendError answers with a short text error, as http.Error does (into

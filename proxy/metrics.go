@@ -18,6 +18,10 @@ var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	upHealthy  *prometheus.GaugeVec
+	upRequests *prometheus.CounterVec
+	upInFlight *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -32,23 +36,83 @@ func newMetrics() *metrics {
 			// The default buckets, 5ms to 10s, suit web upstreams.
 			Buckets: prometheus.DefBuckets,
 		}, []string{"site"}),
+		upHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portico_upstream_healthy",
+			Help: "Whether an upstream of a pool may be picked (1) or is out after failed health checks or attempts (0), by pool and upstream.",
+		}, []string{"pool", "upstream"}),
+		upRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_upstream_requests_total",
+			Help: "Answers from an upstream of a pool, by pool, upstream and status code class.",
+		}, []string{"pool", "upstream", "code_class"}),
+		upInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portico_upstream_in_flight",
+			Help: "Requests an upstream of a pool is answering now, by pool and upstream.",
+		}, []string{"pool", "upstream"}),
 	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if err := reg.Register(m.requests); err != nil {
-		return err
-	}
-	if err := reg.Register(m.duration); err != nil {
-		reg.Unregister(m.requests)
-		return err
+	var done []prometheus.Collector
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.upHealthy, m.upRequests, m.upInFlight} {
+		if err := reg.Register(c); err != nil {
+			for _, d := range done {
+				reg.Unregister(d)
+			}
+			return err
+		}
+		done = append(done, c)
 	}
 	return nil
 }
 
+// upstreamMetrics are one upstream's series in one pool. A nil
+// *upstreamMetrics (metrics off) records nothing.
+type upstreamMetrics struct {
+	healthy   prometheus.Gauge
+	inFlightG prometheus.Gauge
+	codes     [len(codeClasses)]prometheus.Counter
+}
+
+// forUpstream returns an upstream's series, made when its pool is built.
+func (m *metrics) forUpstream(pool, upstream string) *upstreamMetrics {
+	um := &upstreamMetrics{
+		healthy:   m.upHealthy.WithLabelValues(pool, upstream),
+		inFlightG: m.upInFlight.WithLabelValues(pool, upstream),
+	}
+	for i, class := range codeClasses {
+		um.codes[i] = m.upRequests.WithLabelValues(pool, upstream, class)
+	}
+	return um
+}
+
+func (um *upstreamMetrics) setHealthy(ok bool) {
+	if um == nil {
+		return
+	}
+	if ok {
+		um.healthy.Set(1)
+	} else {
+		um.healthy.Set(0)
+	}
+}
+
+func (um *upstreamMetrics) inFlight(d float64) {
+	if um != nil {
+		um.inFlightG.Add(d)
+	}
+}
+
+// answered counts an upstream's answer by its status class.
+func (um *upstreamMetrics) answered(status int) {
+	if um != nil && status >= 100 {
+		um.codes[min(max(status/100-1, 0), len(codeClasses)-1)].Inc()
+	}
+}
+
 func (m *metrics) unregister(reg prometheus.Registerer) {
-	reg.Unregister(m.requests)
-	reg.Unregister(m.duration)
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.upHealthy, m.upRequests, m.upInFlight} {
+		reg.Unregister(c)
+	}
 }
 
 // forSite returns the site's series, created once when the router is built so
@@ -178,6 +242,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 		return err // cannot happen: the same config built before
 	}
 	s.router.Store(r)
+	s.commitPools(r.pools)
 	s.siteNames = names
 	return nil
 }

@@ -20,6 +20,8 @@ type Router struct {
 	// trusted are [listen] trusted_proxies, for what is decided before a
 	// site is (a request no site serves is logged with its client too).
 	trusted trustedProxies
+	// pools are the [[pool]]s by name.
+	pools map[string]*Pool
 }
 
 func newRouter() *Router {

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,7 +52,8 @@ type Server struct {
 	lean      *h1.Transport   // the upstream transport of the net/http paths
 	buffers   *bufferPool     // body copy buffers, shared by every site
 	router    atomic.Pointer[Router]
-	access    accessLog // [log] access
+	access    accessLog        // [log] access
+	pools     map[string]*Pool // the [[pool]]s in use, under swapMu
 
 	swapMu    sync.Mutex      // serialises Swap and RegisterMetrics
 	cfg       *config.Config  // the config of the current router
@@ -139,6 +141,7 @@ func (s *Server) Swap(cfg *config.Config) error {
 	}
 	s.router.Store(r)
 	commitLog()
+	s.commitPools(r.pools)
 	if s.metrics != nil {
 		for name := range s.siteNames {
 			if !names[name] {
@@ -159,6 +162,20 @@ func (s *Server) Swap(cfg *config.Config) error {
 			zap.Strings("keys", keys))
 	}
 	return nil
+}
+
+// commitPools starts the health checks of the pools now in use and stops
+// those of the pools a reload dropped or replaced.
+func (s *Server) commitPools(pools map[string]*Pool) {
+	for _, p := range pools {
+		p.health.start()
+	}
+	for name, old := range s.pools {
+		if pools[name] != old {
+			old.health.stop()
+		}
+	}
+	s.pools = pools
 }
 
 // fixedListenChanges names the [listen] limits and timeouts that differ
@@ -192,11 +209,16 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 	r.trusted = trusted
 	b := &builder{s: s, pools: map[string]*Pool{}}
 	for _, pc := range cfg.Pools {
-		p, err := newPool(pc.Upstreams, s.lean)
+		if old := s.pools[pc.Name]; old != nil && reflect.DeepEqual(old.cfg, pc) && old.metered == (s.metrics != nil) {
+			b.pools[pc.Name] = old
+			continue
+		}
+		p, err := newPool(pc, b)
 		if err != nil {
 			return nil, names, fmt.Errorf("pool %s: %w", pc.Name, err)
 		}
 		b.pools[pc.Name] = p
+		b.fresh = append(b.fresh, p)
 	}
 	for _, sc := range cfg.Sites {
 		names[sc.Hosts[0]] = true // a site's name, as newSite gives it
@@ -217,6 +239,7 @@ func (s *Server) build(cfg *config.Config) (*Router, map[string]bool, error) {
 		r.onDemand = site
 	}
 	r.validationRedirect = strings.TrimSuffix(cfg.ACME.ValidationRedirect, "/")
+	r.pools = b.pools
 	return r, names, nil
 }
 
@@ -486,6 +509,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.access.current().Close() // what it holds is written
+	s.swapMu.Lock()
+	for _, p := range s.pools {
+		p.health.stop()
+	}
+	s.swapMu.Unlock()
 	s.transport.CloseIdleConnections()
 	if stopFast != nil {
 		stopFast() // closes the fast path's idle upstream connections

@@ -29,10 +29,11 @@ type Site struct {
 	metrics  *siteMetrics         // nil when metrics are off
 	trusted  trustedProxies
 	logger   *zap.Logger // with the site's name
+	maxBody  int64       // max_body_bytes; 0: no limit
 }
 
 func newSite(sc config.Site, b *builder, trusted trustedProxies, logger *zap.Logger, m *metrics) (*Site, error) {
-	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted}
+	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted, maxBody: sc.MaxBodyBytes}
 	s.logger = logger.With(zap.String("site", s.name))
 	if m != nil {
 		s.metrics = m.forSite(s.name)
@@ -86,6 +87,11 @@ func (s *Site) reverseProxy(rt *Route, b *builder) *httputil.ReverseProxy {
 				http.Error(w, msgUpstreamsDown, http.StatusBadGateway)
 				return
 			}
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				tooLarge(w, r)
+				return
+			}
 			// (a refused body cancels the request before the transport
 			// sees why: net/http cancels it on any read error)
 			if errors.Is(err, h1.ErrClientBody) || bodyRefused(r) {
@@ -118,6 +124,15 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 Not Found: no route of this site takes this path", http.StatusNotFound)
 		return
 	}
+	if s.maxBody > 0 {
+		if r.ContentLength > s.maxBody {
+			tooLarge(w, r)
+			return
+		}
+		// a body of unknown length is cut at the limit: the transport's
+		// read fails and the error handler answers 413
+		r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	}
 	st, ok := r.Context().Value(requestStateKey{}).(*requestState)
 	if !ok {
 		st = &requestState{}
@@ -136,6 +151,15 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// is counted too
 	defer s.metrics.done(sw, time.Now(), rt.action == actProxy)
 	s.serveRoute(sw, r, rt)
+}
+
+// tooLarge answers 413 to a body over max_body_bytes and ends an HTTP/1.x
+// connection (the rest of the body is not read).
+func tooLarge(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	http.Error(w, "413 Request Entity Too Large: the body is longer than this site takes", http.StatusRequestEntityTooLarge)
 }
 
 // requestState is what the core decided for a request on the net/http

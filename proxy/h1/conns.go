@@ -55,13 +55,15 @@ type Conn struct {
 // peek finds most connections the upstream closed while idle. net/http's
 // Transport learns both from the read loop it runs on every connection
 // ("Unsolicited response received on idle HTTP channel").
-func (p *Conns) Get(ctx context.Context, addr string) (uc *Conn, reused bool, err error) {
+//
+// A new connection is dialled within dialTimeout (0: the pool's own, 5 s).
+func (p *Conns) Get(ctx context.Context, addr string, dialTimeout time.Duration) (uc *Conn, reused bool, err error) {
 	for {
 		p.mu.Lock()
 		list := p.idle[addr]
 		if len(list) == 0 {
 			p.mu.Unlock()
-			uc, err = p.Dial(ctx, addr)
+			uc, err = p.Dial(ctx, addr, dialTimeout)
 			return uc, false, err
 		}
 		// the most recently used: the least likely to have been closed
@@ -77,7 +79,12 @@ func (p *Conns) Get(ctx context.Context, addr string) (uc *Conn, reused bool, er
 }
 
 // Dial opens a new connection to addr.
-func (p *Conns) Dial(ctx context.Context, addr string) (*Conn, error) {
+func (p *Conns) Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	c, err := p.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -46,15 +47,38 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return res, err
 }
 
+// Limits bound a request's upstream exchange: the dial of a new
+// connection and the wait for the response head (0: none of its own). A
+// caller puts them in the request's context (WithLimits) for Transport.
+type Limits struct {
+	DialTimeout           time.Duration
+	ResponseHeaderTimeout time.Duration
+}
+
+type limitsKey struct{}
+
+// WithLimits returns ctx carrying l for Transport.
+func WithLimits(ctx context.Context, l *Limits) context.Context {
+	return context.WithValue(ctx, limitsKey{}, l)
+}
+
+func limitsOf(ctx context.Context) *Limits {
+	if l, ok := ctx.Value(limitsKey{}).(*Limits); ok {
+		return l
+	}
+	return &Limits{}
+}
+
 func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
+	lim := limitsOf(ctx)
 	addr := req.URL.Host
 	if req.URL.Port() == "" {
 		addr += ":80"
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength > 0
 	replayable := !hasBody && Idempotent([]byte(req.Method))
-	uc, reused, err := t.Conns.Get(ctx, addr)
+	uc, reused, err := t.Conns.Get(ctx, addr, lim.DialTimeout)
 	if err != nil {
 		return nil, err // a *net.OpError "dial": Pool moves to the next upstream
 	}
@@ -62,7 +86,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		// a canceled request (the client went away) ends its connection
 		stop := context.AfterFunc(ctx, func() { uc.Close() })
-		err = t.send(uc, req, r, hasBody)
+		err = t.send(uc, req, r, hasBody, lim.ResponseHeaderTimeout)
 		if err == nil {
 			return t.response(req, uc, r, stop)
 		}
@@ -76,7 +100,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// the pooled connection had been closed by the upstream while
 		// idle: once more, on a new one
-		if uc, err = t.Conns.Dial(ctx, addr); err != nil {
+		if uc, err = t.Conns.Dial(ctx, addr, lim.DialTimeout); err != nil {
 			return nil, err
 		}
 		reused = false
@@ -93,7 +117,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 // control characters (as http.Transport checks). The server in front
 // refuses such requests first (proxy.Server.refuseMalformed); this is the
 // transport's own guarantee.
-func (t *Transport) send(uc *Conn, req *http.Request, r *ResponseHead, hasBody bool) error {
+func (t *Transport) send(uc *Conn, req *http.Request, r *ResponseHead, hasBody bool, headerTimeout time.Duration) error {
 	target := req.URL.RequestURI()
 	host := req.Host
 	if host == "" {
@@ -157,6 +181,10 @@ func (t *Transport) send(uc *Conn, req *http.Request, r *ResponseHead, hasBody b
 		return fmt.Errorf("send request: %w", err)
 	}
 	isHead := req.Method == http.MethodHead
+	if headerTimeout > 0 {
+		uc.SetReadDeadline(time.Now().Add(headerTimeout))
+		defer uc.SetReadDeadline(time.Time{})
+	}
 	for {
 		if err := uc.ReadResponse(r, isHead); err != nil {
 			return err
