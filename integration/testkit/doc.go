@@ -3,12 +3,20 @@
 // proxy.Server or a tls.Config (StaticCerts), and a poll-until with a
 // deadline (Eventually).
 //
-// Each used to be written again in the package that needed it (seven
-// certificate builders, four fake certificate sources, five poll loops),
-// and the copies had drifted: different validity, key usage, polling
-// interval and failure message. One copy here means a new test is a few
-// lines, and a fix (say, to how long a poll waits between tries) reaches
-// every test.
+// Each used to be written again in the package that needed it (a
+// self-signed certificate builder in proxy, cmd/portico, config and
+// tlsmgr/notify, a fake certificate source in proxy and cmd/portico, a poll
+// loop in proxy, proxy/accesslog, tlsmgr, its Redis storage and the
+// integration harness), and the copies had drifted: different validity, key
+// usage, polling interval and failure message. One copy here means a new
+// test is a few lines, and a fix (say, to how long a poll waits between
+// tries) reaches every test.
+//
+// What is not here, on purpose: certificates that must chain to a CA
+// (tlsmgr's certFactory signs RSA and ECDSA leaves from one CA with reused
+// keys, for benchmarks over thousands of names; acmetest's Pebble identity
+// is a root and a leaf) and polls whose failure message reports the last
+// state seen (the harness's waitHTTPS).
 //
 // Typical use:
 //
