@@ -1,15 +1,8 @@
 package config_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // marker ends the line a problem must point at in a test config.
@@ -100,33 +94,6 @@ func markedLine(t *testing.T, src string) int {
 		}
 	}
 	return n
-}
-
-func certPEM(t *testing.T, names ...string) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Portico test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		DNSNames:              names,
-		IsCA:                  len(names) == 0,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
 }
 
 const allowedList = "rsa2048, rsa3072, rsa4096, p256, p384"
@@ -577,9 +544,8 @@ func TestParseTOMLErrors(t *testing.T) {
 
 // TestParseAccepts: things that look close to a refusal but are fine.
 func TestParseAccepts(t *testing.T) {
-	crt, _ := certPEM(t)
-	wild, wildKey := certPEM(t, "*.example.net", "example.net")
-	roots := map[string]string{"roots/root.pem": crt}
+	wild := testkit.SelfSigned(t, "*.example.net", "example.net")
+	roots := map[string]string{"roots/root.pem": string(testkit.SelfSigned(t).CertPEM())} // parsed, never verified
 	tests := []struct {
 		name  string
 		src   string
@@ -607,7 +573,7 @@ func TestParseAccepts(t *testing.T) {
 			src: acmeOK + "[[site]]\nhosts = [\"127.0.0.1\", \"localhost\"]\nrespond = \"hello\"\n"},
 		{name: "wildcard covered by a certificate needs no acme",
 			src:   "[[certificate]]\ncert = \"wild.crt\"\nkey = \"wild.key\"\n[[site]]\nhosts = [\"*.example.net\", \"a.example.net\", \"example.net\"]\nrespond = \"hi\"\n",
-			files: map[string]string{"wild.crt": wild, "wild.key": wildKey}},
+			files: map[string]string{"wild.crt": string(wild.CertPEM()), "wild.key": string(wild.KeyPEM())}},
 		{name: "webhook and email notify with smtp",
 			src: acmeOK + siteOK + "[smtp]\nhost = \"smtp.example.net\"\nfrom = \"portico@example.net\"\n[[notify]]\nwebhook = \"https://hooks.example.net/x\"\n[[notify]]\nemail = \"oncall@example.net\"\n"},
 		{name: "plain http listener disabled", src: acmeOK + siteOK + "[listen]\nhttp = \"\"\nadmin = \"/run/portico/admin.sock\"\n"},

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestParseTypeErrorsWithTheRest: values of the wrong type do not stop the
@@ -113,13 +115,13 @@ func TestParseNothingToServe(t *testing.T) {
 			}
 		})
 	}
-	crt, key := certPEM(t, "app.example.net")
+	crt := testkit.SelfSigned(t, "app.example.net")
 	for _, tt := range []struct {
 		name, src string
 		files     map[string]string
 	}{
 		{"a site", siteOK + "[acme]\nca = \"local\"\n", nil},
-		{"a certificate", "[[certificate]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n", map[string]string{"c.pem": crt, "k.pem": key}},
+		{"a certificate", "[[certificate]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n", map[string]string{"c.pem": string(crt.CertPEM()), "k.pem": string(crt.KeyPEM())}},
 		{"a central validation server", acmeOK + "validation_server = true\n", nil},
 		{"on demand", acmeOK + "[on_demand]\nask = \"http://127.0.0.1:9000/allowed\"\nupstreams = [\"http://127.0.0.1:8081\"]\n", nil},
 	} {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // caInTheMiddle sits between Portico and Pebble and can fail, delay or hang
@@ -151,7 +152,7 @@ func TestCAFaults(t *testing.T) {
 	}
 	mitm.mode.Store("delay") // recovers, slowly
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-		waitFor(t, 120*time.Second, "a.faults.test issued through a slow CA", func() bool {
+		testkit.Eventually(t, 120*time.Second, "a.faults.test issued through a slow CA", func() bool {
 			_, err := tryHandshake(addr, "a.faults.test", e.pebble.IssuerRoots(), tweak)
 			return err == nil
 		})
@@ -162,7 +163,7 @@ func TestCAFaults(t *testing.T) {
 	p.writeConfig(cfg + site([]string{"b.faults.test"}, `respond = "b"`))
 	p.signal(syscall.SIGHUP)
 	p.waitLog("config reloaded", 10*time.Second)
-	waitFor(t, 20*time.Second, "an ACME call hanging", func() bool { return mitm.calls.Load() > calls })
+	testkit.Eventually(t, 20*time.Second, "an ACME call hanging", func() bool { return mitm.calls.Load() > calls })
 	for i := 0; i < 5; i++ {
 		if _, err := tryHandshake(addr, "a.faults.test", e.pebble.IssuerRoots(), nil); err != nil {
 			t.Fatalf("a.faults.test not served while the CA hangs: %v", err)

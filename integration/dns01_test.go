@@ -11,6 +11,7 @@ import (
 
 	"github.com/portico-proxy/portico/integration/acmetest"
 	"github.com/portico-proxy/portico/integration/dnstest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestDNS01WildcardWithKnot: end to end with a real authoritative DNS server
@@ -77,7 +78,7 @@ respond = "exact"
 	p := startPortico(t, dir, cfg, addr)
 	for _, name := range []string{"zone.test", "anything.zone.test", "other.zone.test", "exact.zone.test"} {
 		for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-			waitFor(t, 90*time.Second, name+" served", func() bool {
+			testkit.Eventually(t, 90*time.Second, name+" served", func() bool {
 				_, err := tryHandshake(addr, name, pebble.IssuerRoots(), tweak)
 				return err == nil
 			})
@@ -89,11 +90,11 @@ respond = "exact"
 	}
 	// until its own certificate arrives the wildcard covers it; then the
 	// exact certificate wins
-	waitFor(t, 60*time.Second, "exact.zone.test served its own certificate", func() bool {
+	testkit.Eventually(t, 60*time.Second, "exact.zone.test served its own certificate", func() bool {
 		st, err := tryHandshake(addr, "exact.zone.test", pebble.IssuerRoots(), tls13)
 		return err == nil && st.PeerCertificates[0].DNSNames[0] == "exact.zone.test"
 	})
-	waitFor(t, 30*time.Second, "both key types of the wildcard and apex", func() bool {
+	testkit.Eventually(t, 30*time.Second, "both key types of the wildcard and apex", func() bool {
 		for _, n := range []string{"*.zone.test", "zone.test"} {
 			if rsa, ec := countByKey(pebble.IssuedFor(n)); rsa < 1 || ec < 1 {
 				return false

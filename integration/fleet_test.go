@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 )
 
@@ -67,7 +68,7 @@ func TestFleetIssuesOnce(t *testing.T) {
 	for _, p := range fleet {
 		for _, h := range hosts {
 			for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-				waitFor(t, 180*time.Second, h+" served by "+p.httpsAddr, func() bool {
+				testkit.Eventually(t, 180*time.Second, h+" served by "+p.httpsAddr, func() bool {
 					_, err := tryHandshake(p.httpsAddr, h, e.pebble.IssuerRoots(), tweak)
 					return err == nil
 				})
@@ -76,7 +77,7 @@ func TestFleetIssuesOnce(t *testing.T) {
 	}
 	// a TLS 1.3 client also accepts the RSA certificate: wait for both
 	// key types of every name before counting
-	waitFor(t, 120*time.Second, "both key types of every name", func() bool {
+	testkit.Eventually(t, 120*time.Second, "both key types of every name", func() bool {
 		for _, h := range hosts {
 			if rsa, ec := countByKey(e.pebble.IssuedFor(h)); rsa == 0 || ec == 0 {
 				return false
@@ -108,7 +109,7 @@ func TestRedisOutage(t *testing.T) {
 	p := startPortico(t, t.TempDir(), cfg, e.httpsAddr("127.0.0.1"))
 	c := client(e.httpsAddr("127.0.0.1"), e.pebble.IssuerRoots(), nil)
 	waitHTTPS(t, c, "https://steady.test/", 60*time.Second)
-	waitFor(t, 30*time.Second, "both certificates for steady.test", func() bool {
+	testkit.Eventually(t, 30*time.Second, "both certificates for steady.test", func() bool {
 		rsa, ec := countByKey(e.pebble.IssuedFor("steady.test"))
 		return rsa > 0 && ec > 0
 	})
@@ -137,7 +138,7 @@ func TestRedisOutage(t *testing.T) {
 	rs.Restart()
 	// the ledger could not be written during the outage, so nothing holds
 	// the order back: it resumes at the next pass
-	waitFor(t, 120*time.Second, "late.test issued after the outage", func() bool {
+	testkit.Eventually(t, 120*time.Second, "late.test issued after the outage", func() bool {
 		_, err := tryHandshake(e.httpsAddr("127.0.0.1"), "late.test", e.pebble.IssuerRoots(), nil)
 		return err == nil
 	})
@@ -159,7 +160,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	e.dns.SetA("stored.test", "127.0.0.1")
 	cfg := e.redisConfig("127.0.0.1", rs.URL()) + site([]string{"stored.test"}, `respond = "ok"`)
 	first := startPortico(t, t.TempDir(), cfg, e.httpsAddr("127.0.0.1"))
-	waitFor(t, 60*time.Second, "both certificates for stored.test", func() bool {
+	testkit.Eventually(t, 60*time.Second, "both certificates for stored.test", func() bool {
 		rsa, ec := countByKey(e.pebble.IssuedFor("stored.test"))
 		return rsa > 0 && ec > 0
 	})
@@ -175,7 +176,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	}
 	rs.Restart()
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-		waitFor(t, 60*time.Second, "stored certificates served once Redis is back", func() bool {
+		testkit.Eventually(t, 60*time.Second, "stored certificates served once Redis is back", func() bool {
 			_, err := tryHandshake(e.httpsAddr("127.0.0.1"), "stored.test", e.pebble.IssuerRoots(), tweak)
 			return err == nil
 		})

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // porticoBin is the binary built once by TestMain and run by every test.
@@ -123,7 +124,7 @@ func (p *portico) launch() {
 
 func (p *portico) waitListening() {
 	p.t.Helper()
-	waitFor(p.t, 30*time.Second, "portico listening on "+p.httpsAddr, func() bool {
+	testkit.Eventually(p.t, 30*time.Second, "portico listening on "+p.httpsAddr, func() bool {
 		select {
 		case <-p.done:
 			p.t.Fatalf("portico exited early:\n%s", p.log.String())
@@ -174,22 +175,7 @@ func (p *portico) writeConfig(config string) {
 // waitLog polls the log for a substring.
 func (p *portico) waitLog(substr string, within time.Duration) {
 	p.t.Helper()
-	waitFor(p.t, within, "log line "+substr, func() bool { return strings.Contains(p.log.String(), substr) })
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testkit.Eventually(p.t, within, "log line "+substr, func() bool { return strings.Contains(p.log.String(), substr) })
 }
 
 // client makes HTTPS requests to Portico at addr whatever the URL's host

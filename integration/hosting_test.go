@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestSharedCertificate: a site with certificate = "shared" gets one
@@ -29,7 +30,7 @@ func TestSharedCertificate(t *testing.T) {
 			tweak func(*tls.Config)
 			alg   x509.PublicKeyAlgorithm
 		}{{tls13, x509.ECDSA}, {rsaOnly, x509.RSA}} {
-			waitFor(t, 60*time.Second, h+" served", func() bool {
+			testkit.Eventually(t, 60*time.Second, h+" served", func() bool {
 				st, err := tryHandshake(e.httpsAddr("127.0.0.1"), h, e.pebble.IssuerRoots(), tc.tweak)
 				return err == nil && len(st.PeerCertificates[0].DNSNames) == 3 && st.PeerCertificates[0].PublicKeyAlgorithm == tc.alg
 			})
@@ -93,12 +94,12 @@ func TestCAFallback(t *testing.T) {
 	cfg = strings.Replace(cfg, fmt.Sprintf("ca_roots = [%q]", e.pebble.RootsFile()), fmt.Sprintf("ca_roots = [%q, %q]", e.pebble.RootsFile(), second.RootsFile()), 1)
 	startPortico(t, dir, cfg+site([]string{"fallback.test"}, `respond = "f"`), e.httpsAddr("127.0.0.1"))
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-		waitFor(t, 90*time.Second, "a certificate from the second CA", func() bool {
+		testkit.Eventually(t, 90*time.Second, "a certificate from the second CA", func() bool {
 			_, err := tryHandshake(e.httpsAddr("127.0.0.1"), "fallback.test", second.IssuerRoots(), tweak)
 			return err == nil
 		})
 	}
-	waitFor(t, 60*time.Second, "both key types from the second CA", func() bool {
+	testkit.Eventually(t, 60*time.Second, "both key types from the second CA", func() bool {
 		rsa, ec := countByKey(second.IssuedFor("fallback.test"))
 		return rsa > 0 && ec > 0
 	})
@@ -127,7 +128,7 @@ func TestCentralValidation(t *testing.T) {
 		site([]string{"front.test"}, `respond = "front"`)
 	front := startPortico(t, fdir, fcfg, e.httpsAddr("127.0.0.2"))
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-		waitFor(t, 60*time.Second, "front.test certified through the validation server", func() bool {
+		testkit.Eventually(t, 60*time.Second, "front.test certified through the validation server", func() bool {
 			_, err := tryHandshake(e.httpsAddr("127.0.0.2"), "front.test", e.pebble.IssuerRoots(), tweak)
 			return err == nil
 		})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestHTTPSWithACME: two sites get certificates from Pebble (over http-01 in
@@ -79,7 +80,7 @@ func TestHTTPSWithACME(t *testing.T) {
 
 			// both key types were issued, each once, by Pebble
 			for _, name := range []string{"app.test", "api.test"} {
-				waitFor(t, 30*time.Second, "both key types for "+name, func() bool {
+				testkit.Eventually(t, 30*time.Second, "both key types for "+name, func() bool {
 					rsa, ec := countByKey(e.pebble.IssuedFor(name))
 					return rsa > 0 && ec > 0
 				})
@@ -125,11 +126,11 @@ func TestReloadAndRestart(t *testing.T) {
 			t.Errorf("%s after a broken reload: %s", h, resp.Status)
 		}
 	}
-	waitFor(t, 30*time.Second, "both key types for two.test", func() bool {
+	testkit.Eventually(t, 30*time.Second, "both key types for two.test", func() bool {
 		rsa, ec := countByKey(e.pebble.IssuedFor("two.test"))
 		return rsa > 0 && ec > 0
 	})
-	waitFor(t, 10*time.Second, "the ECDSA certificate served", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the ECDSA certificate served", func() bool {
 		return peerCert(t, e.httpsAddr("127.0.0.1"), "two.test", e.pebble.IssuerRoots(), nil).PublicKeyAlgorithm == x509.ECDSA
 	})
 	before := peerCert(t, e.httpsAddr("127.0.0.1"), "two.test", e.pebble.IssuerRoots(), nil)
@@ -204,7 +205,7 @@ func TestNoFailuresDuringReloads(t *testing.T) {
 		p.signal(syscall.SIGHUP)
 		p.waitLog(fmt.Sprintf(`"sites":%d`, 2), 10*time.Second)
 		n := ok.Load()
-		waitFor(t, 10*time.Second, "requests after reload", func() bool { return ok.Load() > n+20 })
+		testkit.Eventually(t, 10*time.Second, "requests after reload", func() bool { return ok.Load() > n+20 })
 	}
 	close(stop)
 	wg.Wait()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestAccountKeyPolicy: the ACME account key has the configured type, is
@@ -24,12 +25,12 @@ func TestAccountKeyPolicy(t *testing.T) {
 	cfg := strings.Replace(e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`), "[listen]", "account_key_type = \"p384\"\nkey_types = [\"rsa3072\", \"p256\"]\n\n[listen]", 1) +
 		site([]string{"keys.test"}, `respond = "k"`)
 	startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
-	waitFor(t, 60*time.Second, "both certificates", func() bool {
+	testkit.Eventually(t, 60*time.Second, "both certificates", func() bool {
 		rsa, ec := countByKey(e.pebble.IssuedFor("keys.test"))
 		return rsa > 0 && ec > 0
 	})
 	var accountKeys, certKeys []string
-	waitFor(t, 10*time.Second, "keys in storage", func() bool {
+	testkit.Eventually(t, 10*time.Second, "keys in storage", func() bool {
 		accountKeys, _ = filepath.Glob(filepath.Join(dir, "data", "acme", "*", "users", "*", "*.key"))
 		certKeys, _ = filepath.Glob(filepath.Join(dir, "data", "certificates-*", "*", "*", "*.key"))
 		return len(accountKeys) > 0 && len(certKeys) == 2

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 type webhookSink struct {
@@ -91,7 +92,7 @@ func TestFailureLedgerWebhookAndRetry(t *testing.T) {
 	p := startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
 	base := "http://" + adminAddr
 
-	waitFor(t, 60*time.Second, "a webhook report for each key type", func() bool {
+	testkit.Eventually(t, 60*time.Second, "a webhook report for each key type", func() bool {
 		return len(sink.find("failure", "fail.test")) >= 2
 	})
 	failedAt := time.Now()
@@ -130,12 +131,12 @@ func TestFailureLedgerWebhookAndRetry(t *testing.T) {
 	}
 	resp.Body.Close()
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-		waitFor(t, 20*time.Second, "certificate after the early retry", func() bool {
+		testkit.Eventually(t, 20*time.Second, "certificate after the early retry", func() bool {
 			_, err := tryHandshake(e.httpsAddr("127.0.0.1"), "fail.test", e.pebble.IssuerRoots(), tweak)
 			return err == nil
 		})
 	}
-	waitFor(t, 20*time.Second, "both certificates in the admin API, failures cleared", func() bool {
+	testkit.Eventually(t, 20*time.Second, "both certificates in the admin API, failures cleared", func() bool {
 		adminGet(t, base, "/certificates", &rows)
 		for _, r := range rows {
 			if r.Failures != 0 || r.NotAfter == nil || r.NextRetry != nil {
@@ -147,7 +148,7 @@ func TestFailureLedgerWebhookAndRetry(t *testing.T) {
 	if since := time.Since(failedAt); since > 40*time.Second {
 		t.Errorf("certificates came %v after the failure: the retry did not act early", since)
 	}
-	waitFor(t, 10*time.Second, "a recovery report", func() bool { return len(sink.find("recovered", "fail.test")) >= 1 })
+	testkit.Eventually(t, 10*time.Second, "a recovery report", func() bool { return len(sink.find("recovered", "fail.test")) >= 1 })
 	if m := adminGet(t, base, "/metrics", nil); !strings.Contains(m, `portico_certificate_orders_total{key_type="p256",kind="obtain",outcome="failure"}`) ||
 		!strings.Contains(m, `portico_certificate_orders_total{key_type="p256",kind="obtain",outcome="success"} 1`) {
 		t.Errorf("order outcomes missing from the metrics")

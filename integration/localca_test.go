@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestMakeRunExample runs what `make run` runs (examples/local.toml, local
@@ -57,7 +58,7 @@ func TestMakeRunExample(t *testing.T) {
 		t.Fatalf("printed root %q, want it in the storage folder next to the config", root)
 	}
 	var out []byte
-	waitFor(t, 20*time.Second, "curl to succeed", func() bool {
+	testkit.Eventually(t, 20*time.Second, "curl to succeed", func() bool {
 		out, err = exec.Command("curl", "-sS", "--fail", "--cacert", root,
 			"--resolve", fmt.Sprintf("localhost:%d:127.0.0.1", httpsPort),
 			fmt.Sprintf("https://localhost:%d/", httpsPort)).CombinedOutput()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestOperatorMessages: the common ACME failures, produced against Pebble,
@@ -37,7 +38,7 @@ func TestOperatorMessages(t *testing.T) {
 		"wrong.test":   "did not answer the challenge",
 		"nx.test":      "does not resolve in public DNS",
 	} {
-		waitFor(t, 60*time.Second, "operator message for "+name, func() bool {
+		testkit.Eventually(t, 60*time.Second, "operator message for "+name, func() bool {
 			for _, line := range strings.Split(p.log.String(), "\n") {
 				if strings.Contains(line, `"certificate attempt failed"`) && strings.Contains(line, `"name":"`+name+`"`) &&
 					strings.Contains(line, want) {

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // ocspResponder answers OCSP requests for Pebble's certificates, signing
@@ -157,7 +158,7 @@ func TestDualCertificatesAndOCSP(t *testing.T) {
 		site([]string{"dual.test"}, `respond = "dual"`) + site([]string{"bogus.test"}, `respond = "bogus"`)
 	p := startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
 	roots := e.pebble.IssuerRoots()
-	waitFor(t, 60*time.Second, "both certificates of both names issued", func() bool {
+	testkit.Eventually(t, 60*time.Second, "both certificates of both names issued", func() bool {
 		for _, n := range []string{"dual.test", "bogus.test"} {
 			if rsa, ec := countByKey(e.pebble.IssuedFor(n)); rsa < 1 || ec < 1 {
 				return false
@@ -169,7 +170,7 @@ func TestDualCertificatesAndOCSP(t *testing.T) {
 	check := func(tweak func(*tls.Config), wantAlg x509.PublicKeyAlgorithm) *x509.Certificate {
 		t.Helper()
 		var st tls.ConnectionState
-		waitFor(t, 30*time.Second, fmt.Sprintf("a stapled %v certificate", wantAlg), func() bool {
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("a stapled %v certificate", wantAlg), func() bool {
 			var err error
 			st, err = tryHandshake(e.httpsAddr("127.0.0.1"), "dual.test", roots, tweak)
 			return err == nil && st.PeerCertificates[0].PublicKeyAlgorithm == wantAlg && len(st.OCSPResponse) > 0
@@ -198,7 +199,7 @@ func TestDualCertificatesAndOCSP(t *testing.T) {
 
 	// a response signed by a stranger is never stapled
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-		waitFor(t, 20*time.Second, "bogus.test served", func() bool {
+		testkit.Eventually(t, 20*time.Second, "bogus.test served", func() bool {
 			_, err := tryHandshake(e.httpsAddr("127.0.0.1"), "bogus.test", roots, tweak)
 			return err == nil
 		})
@@ -229,7 +230,7 @@ func TestDualCertificatesAndOCSP(t *testing.T) {
 	// revoke the ECDSA certificate: reported, and replaced by a new one
 	responder.revoke(ecLeaf.SerialNumber)
 	p.waitLog("REVOKED", 90*time.Second)
-	waitFor(t, 60*time.Second, "a replacement ECDSA certificate served", func() bool {
+	testkit.Eventually(t, 60*time.Second, "a replacement ECDSA certificate served", func() bool {
 		st := handshake(t, e.httpsAddr("127.0.0.1"), "dual.test", roots, tls13)
 		return st.PeerCertificates[0].SerialNumber.Cmp(ecLeaf.SerialNumber) != 0
 	})
@@ -247,12 +248,12 @@ func TestNoOCSPURLNoNoise(t *testing.T) {
 	p := startPortico(t, dir, e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`)+site([]string{"quiet.test"}, `respond = "q"`), e.httpsAddr("127.0.0.1"))
 	c := client(e.httpsAddr("127.0.0.1"), e.pebble.IssuerRoots(), nil)
 	waitHTTPS(t, c, "https://quiet.test/", 60*time.Second)
-	waitFor(t, 30*time.Second, "both certificates", func() bool {
+	testkit.Eventually(t, 30*time.Second, "both certificates", func() bool {
 		rsa, ec := countByKey(e.pebble.IssuedFor("quiet.test"))
 		return rsa > 0 && ec > 0
 	})
 	for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-		waitFor(t, 10*time.Second, "handshake", func() bool {
+		testkit.Eventually(t, 10*time.Second, "handshake", func() bool {
 			_, err := tryHandshake(e.httpsAddr("127.0.0.1"), "quiet.test", e.pebble.IssuerRoots(), tweak)
 			return err == nil
 		})

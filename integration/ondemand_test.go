@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestOnDemandTLS: an allowed on-demand hostname gets a certificate at its
@@ -60,7 +61,7 @@ func TestOnDemandTLS(t *testing.T) {
 		t.Fatalf("on-demand hostname not proxied to the on-demand upstreams: %v %+v", resp.Status, got)
 	}
 	// the other key type follows, managed like configured names
-	waitFor(t, 60*time.Second, "both key types for yes.od.test", func() bool {
+	testkit.Eventually(t, 60*time.Second, "both key types for yes.od.test", func() bool {
 		rsa, ec := countByKey(e.pebble.IssuedFor("yes.od.test"))
 		return rsa > 0 && ec > 0
 	})

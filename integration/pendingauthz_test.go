@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestPendingChallengeError: against a CA that leaves a failed challenge
@@ -29,7 +30,7 @@ func TestPendingChallengeError(t *testing.T) {
 	p := startPortico(t, dir, cfg+site([]string{"unreachable.test"}, `respond = "u"`), e.httpsAddr("127.0.0.1"))
 
 	var rows []certRow
-	waitFor(t, 60*time.Second, "a failure with the CA's words for both key types", func() bool {
+	testkit.Eventually(t, 60*time.Second, "a failure with the CA's words for both key types", func() bool {
 		adminGet(t, "http://"+adminAddr, "/certificates", &rows)
 		failed := 0
 		for _, r := range rows {

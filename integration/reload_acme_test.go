@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestReloadAppliesACMEOrRefuses: a SIGHUP that adds rsa2048 to [acme]
@@ -39,7 +40,7 @@ func TestReloadAppliesACMEOrRefuses(t *testing.T) {
 	sites := site([]string{"k.test"}, `respond = "k"`)
 	p := startPortico(t, dir, acme(`"p256"`)+sites, e.httpsAddr("127.0.0.1"))
 	addr := e.httpsAddr("127.0.0.1")
-	waitFor(t, 60*time.Second, "the ECDSA certificate", func() bool {
+	testkit.Eventually(t, 60*time.Second, "the ECDSA certificate", func() bool {
 		_, err := tryHandshake(addr, "k.test", e.pebble.IssuerRoots(), tls13)
 		return err == nil
 	})
@@ -50,7 +51,7 @@ func TestReloadAppliesACMEOrRefuses(t *testing.T) {
 	p.writeConfig(acme(`"p256", "rsa2048"`) + sites)
 	p.signal(syscall.SIGHUP)
 	p.waitLog("config reloaded", 10*time.Second)
-	waitFor(t, 60*time.Second, "an RSA certificate after rsa2048 was added by SIGHUP", func() bool {
+	testkit.Eventually(t, 60*time.Second, "an RSA certificate after rsa2048 was added by SIGHUP", func() bool {
 		st, err := tryHandshake(addr, "k.test", e.pebble.IssuerRoots(), rsaOnly)
 		return err == nil && st.PeerCertificates[0].PublicKeyAlgorithm == x509.RSA
 	})
@@ -65,7 +66,7 @@ func TestReloadAppliesACMEOrRefuses(t *testing.T) {
 	sites += site([]string{"two.test"}, `respond = "2"`)
 	p.writeConfig(viaMITM + sites)
 	p.signal(syscall.SIGHUP)
-	waitFor(t, 60*time.Second, "two.test served after a reload that changed the CA", func() bool {
+	testkit.Eventually(t, 60*time.Second, "two.test served after a reload that changed the CA", func() bool {
 		_, err := tryHandshake(addr, "two.test", e.pebble.IssuerRoots(), tls13)
 		return err == nil
 	})

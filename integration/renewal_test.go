@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestShortCertificatesRenewed: Pebble issues 60-second certificates; the
@@ -26,7 +27,7 @@ func TestShortCertificatesRenewed(t *testing.T) {
 		var first tls.ConnectionState
 		// a TLS 1.3 client takes the RSA certificate until the ECDSA one
 		// is there: wait for the key type under test
-		waitFor(t, 60*time.Second, "a first certificate", func() bool {
+		testkit.Eventually(t, 60*time.Second, "a first certificate", func() bool {
 			var err error
 			first, err = tryHandshake(e.httpsAddr("127.0.0.1"), "short.test", e.pebble.IssuerRoots(), tweak)
 			return err == nil && first.PeerCertificates[0].PublicKeyAlgorithm == tc.alg
@@ -36,7 +37,7 @@ func TestShortCertificatesRenewed(t *testing.T) {
 			t.Fatalf("certificate lives %v; the test needs 60 s certificates", life)
 		}
 		var next tls.ConnectionState
-		waitFor(t, 90*time.Second, "a replacement certificate", func() bool {
+		testkit.Eventually(t, 90*time.Second, "a replacement certificate", func() bool {
 			var err error
 			next, err = tryHandshake(e.httpsAddr("127.0.0.1"), "short.test", e.pebble.IssuerRoots(), tweak)
 			return err == nil && next.PeerCertificates[0].SerialNumber.Cmp(old.SerialNumber) != 0 &&

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestSessionResumptionAcrossInstances: two instances sharing storage share
@@ -54,12 +55,12 @@ check_interval = "1s"
 		resp.Body.Close()
 		return *resp.TLS
 	}
-	waitFor(t, 30*time.Second, "both instances serving", func() bool {
+	testkit.Eventually(t, 30*time.Second, "both instances serving", func() bool {
 		_, e1 := tryHandshake(fmt.Sprintf("127.0.0.2:%d", httpsPort), "resume.test", roots, nil)
 		_, e2 := tryHandshake(fmt.Sprintf("127.0.0.3:%d", httpsPort), "resume.test", roots, nil)
 		return e1 == nil && e2 == nil
 	})
-	waitFor(t, 30*time.Second, "a session from instance A resumed on instance B", func() bool {
+	testkit.Eventually(t, 30*time.Second, "a session from instance A resumed on instance B", func() bool {
 		if st := get("127.0.0.2"); st.DidResume {
 			return false // want a fresh ticket from A
 		}

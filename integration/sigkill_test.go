@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestSIGKILLDuringWrites: Portico is killed with SIGKILL at random moments
@@ -41,7 +42,7 @@ backoff = ["1s"]
 	for round := 0; round < 5; round++ {
 		// let it write for a random while, then kill it mid-flight
 		n := strings.Count(p.log.String(), "certificate ready")
-		waitFor(t, 30*time.Second, "some certificates being written", func() bool {
+		testkit.Eventually(t, 30*time.Second, "some certificates being written", func() bool {
 			return strings.Count(p.log.String(), "certificate ready") > n
 		})
 		time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond) // the random kill moment is the point of the test
@@ -52,7 +53,7 @@ backoff = ["1s"]
 	}
 	for _, h := range hosts {
 		for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-			waitFor(t, 120*time.Second, h+" served after the kills", func() bool {
+			testkit.Eventually(t, 120*time.Second, h+" served after the kills", func() bool {
 				_, err := tryHandshake(addr, h, nil, func(tc *tls.Config) { tweak(tc); tc.InsecureSkipVerify = true })
 				return err == nil
 			})

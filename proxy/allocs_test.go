@@ -9,6 +9,8 @@ package proxy
 import (
 	"crypto/tls"
 	"testing"
+
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // TestFastPathAllocatesNothing: with 1,000 routes, header rules and the
@@ -18,8 +20,8 @@ import (
 // hand-written client and upstream allocate nothing).
 func TestFastPathAllocatesNothing(t *testing.T) {
 	const host = "bench.test"
-	bc := newBenchCerts(t, host)
-	clientTLS := &tls.Config{RootCAs: bc.pool, ServerName: host, NextProtos: []string{"http/1.1"}}
+	bc := testkit.SelfSigned(t, host)
+	clientTLS := &tls.Config{RootCAs: bc.Pool, ServerName: host, NextProtos: []string{"http/1.1"}}
 	perRequest := func(c *benchClient) float64 {
 		for range 100 { // warm: buffers grown, pools filled
 			if err := c.get(); err != nil {
@@ -34,11 +36,10 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 			}
 		})
 	}
-	direct := benchUpstream(t, 1024, &tls.Config{GetCertificate: bc.GetCertificate})
+	direct := benchUpstream(t, 1024, &tls.Config{GetCertificate: bc.Source().GetCertificate})
 	baseline := perRequest(dialBenchClient(t, direct, clientTLS, host))
 	addr := startBenchProxy(t, bc, benchRoutedConfig(t, host, benchUpstream(t, 1024, nil), 1000))
 	if n := perRequest(dialBenchClient(t, addr, clientTLS, host)); n > baseline {
 		t.Errorf("%v allocations per request through the proxy, %v without it: the fast path allocates", n, baseline)
 	}
 }
-

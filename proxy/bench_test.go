@@ -4,17 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -24,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // BenchmarkProxyHTTP1 measures one request through a started Server: a
@@ -45,10 +39,10 @@ import (
 // access log on, written to a file.
 func BenchmarkProxyHTTP1(b *testing.B) {
 	const host = "bench.test"
-	bc := newBenchCerts(b, host)
+	bc := testkit.SelfSigned(b, host)
 	up := benchUpstream(b, 1024, nil)
 	proxyAddr := startBenchProxy(b, bc, benchConfig(host, up))
-	clientTLS := &tls.Config{RootCAs: bc.pool, ServerName: host, NextProtos: []string{"http/1.1"}}
+	clientTLS := &tls.Config{RootCAs: bc.Pool, ServerName: host, NextProtos: []string{"http/1.1"}}
 
 	b.Run("routes-log", func(b *testing.B) {
 		addr := startBenchProxy(b, bc, benchRoutedConfig(b, host, up, 1000))
@@ -96,7 +90,7 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 	})
 
 	b.Run("baseline-no-proxy", func(b *testing.B) {
-		direct := benchUpstream(b, 1024, &tls.Config{GetCertificate: bc.GetCertificate})
+		direct := benchUpstream(b, 1024, &tls.Config{GetCertificate: bc.Source().GetCertificate})
 		c := dialBenchClient(b, direct, clientTLS, host)
 		b.SetBytes(1024)
 		b.ReportAllocs()
@@ -133,8 +127,8 @@ func benchRoutedConfig(tb testing.TB, host, up string, n int) *config.Config {
 }
 
 // startBenchProxy starts a Server for cfg and returns its HTTPS address.
-func startBenchProxy(tb testing.TB, bc *benchCerts, cfg *config.Config) string {
-	srv, err := New(cfg, bc, zap.NewNop())
+func startBenchProxy(tb testing.TB, bc *testkit.Cert, cfg *config.Config) string {
+	srv, err := New(cfg, bc.Source(), zap.NewNop())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -149,47 +143,6 @@ func startBenchProxy(tb testing.TB, bc *benchCerts, cfg *config.Config) string {
 	_, addr := srv.Addrs()
 	return addr
 }
-
-// benchCerts is a static certificate source: one self-signed ECDSA P-256
-// certificate for every handshake.
-type benchCerts struct {
-	cert tls.Certificate
-	pool *x509.CertPool
-}
-
-func newBenchCerts(tb testing.TB, host string) *benchCerts {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: host},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		DNSNames:     []string{host},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return &benchCerts{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool: pool}
-}
-
-func (c *benchCerts) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return &c.cert, nil
-}
-
-func (c *benchCerts) HTTPChallengeHandler(next http.Handler) http.Handler { return next }
 
 // benchUpstream is a minimal HTTP/1.1 server on loopback (over TLS when
 // tlsConfig is set) that answers every request, keep-alive, with a body of

@@ -163,7 +163,7 @@ func sendThrough(t *testing.T, ts *testServer, data []byte, cuts uint64, plain b
 	if plain {
 		c, err = d.Dial("tcp", ts.httpAddr)
 	} else {
-		c, err = tls.DialWithDialer(d, "tcp", ts.https, &tls.Config{ServerName: desyncHost, RootCAs: ts.certs.pool, NextProtos: []string{"http/1.1"}})
+		c, err = tls.DialWithDialer(d, "tcp", ts.https, &tls.Config{ServerName: desyncHost, RootCAs: ts.certs.Pool, NextProtos: []string{"http/1.1"}})
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -333,7 +333,7 @@ func dialKind(t *testing.T, ts *testServer, up *desyncUpstream, kind string) *ra
 	if kind == "plain" {
 		c, err = d.Dial("tcp", ts.httpAddr)
 	} else {
-		c, err = tls.DialWithDialer(d, "tcp", ts.https, &tls.Config{ServerName: desyncHost, RootCAs: ts.certs.pool, NextProtos: []string{"http/1.1"}})
+		c, err = tls.DialWithDialer(d, "tcp", ts.https, &tls.Config{ServerName: desyncHost, RootCAs: ts.certs.Pool, NextProtos: []string{"http/1.1"}})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -633,7 +633,7 @@ type h2Client struct {
 func dialH2(t *testing.T, ts *testServer) *h2Client {
 	t.Helper()
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTimeout}, "tcp", ts.https,
-		&tls.Config{ServerName: desyncHost, RootCAs: ts.certs.pool, NextProtos: []string{"h2"}})
+		&tls.Config{ServerName: desyncHost, RootCAs: ts.certs.Pool, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func startLogged(t *testing.T, cfg *config.Config) (*testServer, *observer.Obser
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	c := certs(t)
-	srv, err := New(cfg, c, zap.New(core))
+	srv, err := New(cfg, c.Source(), zap.New(core))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -109,7 +109,7 @@ func (ts *testServer) dialRaw(t *testing.T, useTLS bool) net.Conn {
 	}
 	c, err := tls.DialWithDialer(d, "tcp", ts.https, &tls.Config{
 		ServerName: "app.example.com",
-		RootCAs:    ts.certs.pool,
+		RootCAs:    ts.certs.Pool,
 		NextProtos: []string{"http/1.1"},
 	})
 	if err != nil {
@@ -540,7 +540,7 @@ func TestMaxConnectionsPerListener(t *testing.T) {
 	}
 	defer raw.Close()
 	handshake := make(chan error, 1)
-	tc := tls.Client(raw, &tls.Config{ServerName: "app.example.com", RootCAs: ts.certs.pool, NextProtos: []string{"http/1.1"}})
+	tc := tls.Client(raw, &tls.Config{ServerName: "app.example.com", RootCAs: ts.certs.Pool, NextProtos: []string{"http/1.1"}})
 	go func() {
 		raw.SetDeadline(time.Now().Add(2 * waitTimeout))
 		handshake <- tc.Handshake()

@@ -166,7 +166,8 @@ func TestRequestMetrics(t *testing.T) {
 // TestRequestMetricsRegisteredBeforeStart: the order run.go uses.
 func TestRequestMetricsRegisteredBeforeStart(t *testing.T) {
 	up := echoUpstream(t, "a")
-	srv, err := New(testConfig(proxySite([]string{"app.example.com"}, up.URL)), certs(t), zap.NewNop())
+	c := certs(t)
+	srv, err := New(testConfig(proxySite([]string{"app.example.com"}, up.URL)), c.Source(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestRequestMetricsRegisteredBeforeStart(t *testing.T) {
 		srv.Shutdown(ctx)
 	})
 	h, s := srv.Addrs()
-	ts := &testServer{srv: srv, httpAddr: h, https: s, certs: certs(t)}
+	ts := &testServer{srv: srv, httpAddr: h, https: s, certs: c}
 	getSeen(t, ts.client(t, true), "https://app.example.com/", nil)
 	if got := scrape(t, reg); got[requests("app.example.com", "2xx")] != 1 || got[durations("app.example.com")] != 1 {
 		t.Errorf("after one h2 request: %v", got)
@@ -231,7 +232,7 @@ func TestRequestMetricsKeepStreamingAndUpgrades(t *testing.T) {
 
 	// websocket upgrade through the hijacking writer
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTimeout}, "tcp", ts.https, &tls.Config{
-		ServerName: "ws.example.com", RootCAs: ts.certs.pool, NextProtos: []string{"http/1.1"},
+		ServerName: "ws.example.com", RootCAs: ts.certs.Pool, NextProtos: []string{"http/1.1"},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,16 +3,10 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,69 +18,26 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // waitTimeout bounds every wait in these tests; nothing should come near it.
 const waitTimeout = 10 * time.Second
 
-// testCerts is the one fake: it serves a self-signed certificate generated
-// here for any SNI (the real manager needs a CA), and its http-01 handler
-// passes every request through.
-type testCerts struct {
-	cert tls.Certificate
-	pool *x509.CertPool
-}
-
-func (c *testCerts) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return &c.cert, nil
-}
-
-func (c *testCerts) HTTPChallengeHandler(next http.Handler) http.Handler { return next }
-
-var sharedCerts = sync.OnceValues(func() (*testCerts, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "portico proxy test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		DNSNames:              []string{"example.com", "*.example.com", "example.net", "*.example.net", "*.example.org", "localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return &testCerts{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool: pool}, nil
-})
-
-func certs(t testing.TB) *testCerts {
+// certs is the proxy tests' certificate: self-signed for every name they
+// use (the real manager needs a CA). A test serves it with Source and
+// trusts it with Pool.
+func certs(t testing.TB) *testkit.Cert {
 	t.Helper()
-	c, err := sharedCerts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testkit.SelfSigned(t, "example.com", "*.example.com", "example.net", "*.example.net", "*.example.org",
+		"localhost", "127.0.0.1", "::1")
 }
 
 // testServer is a started proxy.Server on 127.0.0.1 ports.
 type testServer struct {
 	srv             *Server
 	httpAddr, https string
-	certs           *testCerts
+	certs           *testkit.Cert
 }
 
 func testConfig(sites ...config.Site) *config.Config {
@@ -103,7 +54,7 @@ func proxySite(hosts []string, upstreams ...string) config.Site {
 func startServer(t testing.TB, cfg *config.Config) *testServer {
 	t.Helper()
 	c := certs(t)
-	srv, err := New(cfg, c, zap.NewNop())
+	srv, err := New(cfg, c.Source(), zap.NewNop())
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -144,7 +95,7 @@ func (ts *testServer) client(t *testing.T, h2 bool) *http.Client {
 			}
 			return nil, fmt.Errorf("test client: unexpected address %s", addr)
 		},
-		TLSClientConfig:   &tls.Config{RootCAs: ts.certs.pool},
+		TLSClientConfig:   &tls.Config{RootCAs: ts.certs.Pool},
 		ForceAttemptHTTP2: h2,
 	}
 	t.Cleanup(tr.CloseIdleConnections)
@@ -245,15 +196,7 @@ func getSeen(t *testing.T, c *http.Client, url string, hdr http.Header) seen {
 // eventually polls cond until it holds or waitTimeout passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		<-tick.C
-	}
+	testkit.Eventually(t, waitTimeout, what, cond)
 }
 
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
@@ -439,7 +382,7 @@ func TestHTTPRedirectsToHTTPS(t *testing.T) {
 // default port (which a test cannot bind): no port, and IPv6 literals keep
 // their brackets. The server is built but not started, so it has no port.
 func TestHTTPRedirectPort443(t *testing.T) {
-	srv, err := New(testConfig(config.Site{Hosts: []string{"app.example.com", "::1"}, Respond: "ok"}), certs(t), zap.NewNop())
+	srv, err := New(testConfig(config.Site{Hosts: []string{"app.example.com", "::1"}, Respond: "ok"}), certs(t).Source(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +517,7 @@ func TestWebSocketUpgrade(t *testing.T) {
 	ts := startServer(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)))
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTimeout}, "tcp", ts.https, &tls.Config{
 		ServerName: "app.example.com",
-		RootCAs:    ts.certs.pool,
+		RootCAs:    ts.certs.Pool,
 		NextProtos: []string{"http/1.1"},
 	})
 	if err != nil {
@@ -686,7 +629,7 @@ func TestHTTP2Negotiated(t *testing.T) {
 	ts := startServer(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)))
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTimeout}, "tcp", ts.https, &tls.Config{
 		ServerName: "app.example.com",
-		RootCAs:    ts.certs.pool,
+		RootCAs:    ts.certs.Pool,
 		NextProtos: []string{"h2", "http/1.1"},
 	})
 	if err != nil {
@@ -712,7 +655,7 @@ func TestTLSPolicy(t *testing.T) {
 	ts := startServer(t, testConfig(config.Site{Hosts: []string{"app.example.com"}, Respond: "ok"}))
 	handshake := func(cfg *tls.Config) (tls.ConnectionState, error) {
 		cfg.ServerName = "app.example.com"
-		cfg.RootCAs = ts.certs.pool
+		cfg.RootCAs = ts.certs.Pool
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTimeout}, "tcp", ts.https, cfg)
 		if err != nil {
 			return tls.ConnectionState{}, err
@@ -946,7 +889,7 @@ func TestStartFailsWholeWhenAPortIsTaken(t *testing.T) {
 
 	cfg := testConfig(config.Site{Hosts: []string{"app.example.com"}, Respond: "ok"})
 	cfg.Listen = config.Listen{HTTPS: freeAddr, HTTP: taken.Addr().String()}
-	srv, err := New(cfg, certs(t), zap.NewNop())
+	srv, err := New(cfg, certs(t).Source(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 func TestExplain(t *testing.T) {
@@ -111,7 +112,7 @@ respond = "ok"
 			defer m.Stop()
 			m.Apply(context.Background(), cfg)
 			var hint string
-			waitUntil(t, 60*time.Second, "a failed attempt for n.test", func() bool {
+			testkit.Eventually(t, 60*time.Second, "a failed attempt for n.test", func() bool {
 				for _, e := range logs.FilterMessage("certificate attempt failed").All() {
 					hint, _ = e.ContextMap()["what_to_check"].(string)
 					return true

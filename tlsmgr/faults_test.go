@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // faultyStorage fails certificate writes whose key ends with failOn, while it is set:
@@ -67,18 +68,11 @@ func TestFullDiskKeepsCertificate(t *testing.T) {
 	ctx := context.Background()
 	m.Start()
 	m.Apply(ctx, cfg)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, "both certificates of keep.example.net", func() bool {
 		_, rsaReady := m.cached(m.familyFor("keep.example.net", "rsa2048"), "keep.example.net")
 		_, ecReady := m.cached(m.familyFor("keep.example.net", "p256"), "keep.example.net")
-		if rsaReady && ecReady {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no certificates")
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
+		return rsaReady && ecReady
+	})
 	before, _ := m.GetCertificate(modernHello("keep.example.net"))
 
 	for _, fail := range []string{".crt", ".json", ".pair"} {

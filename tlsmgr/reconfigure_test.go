@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 func localSitesConfig(t *testing.T, dir, acmeExtra, sites string) *config.Config {
@@ -91,7 +92,7 @@ func TestApplyFollowsACMEChanges(t *testing.T) {
 	defer m.Stop()
 	ctx := context.Background()
 	m.Apply(ctx, ecOnly)
-	waitUntil(t, 30*time.Second, "the ECDSA certificate", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the ECDSA certificate", func() bool {
 		c, err := m.GetCertificate(modernHello("k.example.net"))
 		return err == nil && c.Leaf != nil
 	})
@@ -100,14 +101,14 @@ func TestApplyFollowsACMEChanges(t *testing.T) {
 	}
 
 	m.Apply(ctx, localSitesConfig(t, dir, `key_types = ["p256", "rsa2048"]`, sites))
-	waitUntil(t, 30*time.Second, "the RSA certificate after rsa2048 was added by a reload", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the RSA certificate after rsa2048 was added by a reload", func() bool {
 		c, err := m.GetCertificate(rsaOnlyHello("k.example.net"))
 		return err == nil && c.Leaf != nil && c.Leaf.PublicKeyAlgorithm == x509.RSA
 	})
 	served(t, m, modernHello("k.example.net"), x509.ECDSA)
 
 	m.Apply(ctx, localSitesConfig(t, dir, `key_types = ["rsa2048"]`, sites))
-	waitUntil(t, 30*time.Second, "the ECDSA certificate out of service after p256 was removed", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the ECDSA certificate out of service after p256 was removed", func() bool {
 		c, err := m.GetCertificate(modernHello("k.example.net"))
 		return err == nil && c.Leaf != nil && c.Leaf.PublicKeyAlgorithm == x509.RSA
 	})

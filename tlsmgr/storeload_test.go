@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 	redisstorage "github.com/portico-proxy/portico/tlsmgr/storage/redis"
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 )
@@ -168,18 +169,6 @@ func scaleNames(n int) []string {
 	return names
 }
 
-// waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
-}
-
 func served(t testing.TB, m *Manager, hello *tls.ClientHelloInfo, alg x509.PublicKeyAlgorithm) {
 	t.Helper()
 	c, err := m.GetCertificate(hello)
@@ -220,7 +209,7 @@ func testServedBeforeLoaded(t *testing.T, inner certmagic.Storage, storageConf s
 		defer close(applied)
 		m.Apply(context.Background(), cfg)
 	}()
-	waitUntil(t, 10*time.Second, "the start-up load reads the first names", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the start-up load reads the first names", func() bool {
 		return gate.blocked.Load() >= 1 && m.managed(target)
 	})
 
@@ -324,7 +313,7 @@ func TestNameDroppedDuringLoad(t *testing.T) {
 		defer close(applied)
 		m.Apply(context.Background(), siteConfig(t, storageConf, names))
 	}()
-	waitUntil(t, 10*time.Second, "the load of "+dropped+" starts", func() bool { return gate.blocked.Load() >= 1 })
+	testkit.Eventually(t, 10*time.Second, "the load of "+dropped+" starts", func() bool { return gate.blocked.Load() >= 1 })
 	m.Apply(context.Background(), siteConfig(t, storageConf, names[1:])) // a reload without it
 	close(gate.release)
 	select {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 	"github.com/portico-proxy/portico/proxy"
 	"github.com/portico-proxy/portico/proxy/admin"
 	"github.com/portico-proxy/portico/tlsmgr"
@@ -451,15 +450,6 @@ func TestTableCells(t *testing.T) {
 	}
 }
 
-// proxyCerts is the proxy's side of a certificate manager, for a
-// proxy.Server that is never started.
-type proxyCerts struct{}
-
-func (proxyCerts) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return nil, errors.New("no certificate in this test")
-}
-func (proxyCerts) HTTPChallengeHandler(next http.Handler) http.Handler { return next }
-
 // TestStartAdmin is run.go's wiring: the admin API on a unix socket with
 // every metric, driven by the CLI.
 func TestStartAdmin(t *testing.T) {
@@ -467,7 +457,7 @@ func TestStartAdmin(t *testing.T) {
 		Listen: config.Listen{HTTPS: "127.0.0.1:0", Admin: filepath.Join(shortTempDir(t), "admin.sock")},
 		Sites:  []config.Site{{Hosts: []string{"app.example.net"}, Respond: "hi"}},
 	}
-	srv, err := proxy.New(cfg, proxyCerts{}, zap.NewNop())
+	srv, err := proxy.New(cfg, testkit.StaticCerts{}, zap.NewNop()) // never started: no handshakes
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +505,7 @@ func TestStartAdmin(t *testing.T) {
 	if _, _, err := startAdmin(cfg.Listen, certs, srv, nil, zap.NewNop()); err == nil {
 		t.Error("second startAdmin succeeded")
 	}
-	srv2, _ := proxy.New(cfg, proxyCerts{}, zap.NewNop())
+	srv2, _ := proxy.New(cfg, testkit.StaticCerts{}, zap.NewNop()) // never started: no handshakes
 	if _, _, err := startAdmin(cfg.Listen, certs, srv2, nil, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second admin API on a socket in use: %v", err)
 	}

@@ -2,17 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,27 +18,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 	"github.com/portico-proxy/portico/proxy"
 )
 
-// selfSigned is a certificate for names, valid for a day.
-func selfSigned(t *testing.T, names ...string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
+// expires is the test certificates' expiry, which health prints.
+var expires = time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)
 
 // healthConfig writes a config whose HTTPS listener is https and whose
 // first site is host.
@@ -128,8 +107,8 @@ func oneLineOut(t *testing.T, what, s string) {
 }
 
 func TestHealthCertificate(t *testing.T) {
-	cert := selfSigned(t, "app.example.net")
-	s := startTLS(t, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil })
+	cert := testkit.SelfSignedWith(t, testkit.Options{NotAfter: expires}, "app.example.net")
+	s := startTLS(t, cert.Source().GetCertificate)
 	code, stdout, stderr := run(t, "health", "-config", healthConfig(t, s.addr, "App.Example.NET"))
 	want := "healthy: https " + s.addr + " (SNI app.example.net): TLS handshake completed; certificate app.example.net, expires 2030-01-02 03:04 UTC\n"
 	if code != 0 || stdout != want || stderr != "" {
@@ -257,12 +236,6 @@ func TestDialAddr(t *testing.T) {
 	}
 }
 
-// certsFor is the proxy's certificate side, serving one certificate.
-type certsFor struct{ cert tls.Certificate }
-
-func (c certsFor) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &c.cert, nil }
-func (certsFor) HTTPChallengeHandler(next http.Handler) http.Handler             { return next }
-
 // TestHealthOfPortico: against Portico's own HTTPS listener, given as
 // ":PORT" (every interface) the way a container config writes it.
 func TestHealthOfPortico(t *testing.T) {
@@ -270,7 +243,7 @@ func TestHealthOfPortico(t *testing.T) {
 		Listen: config.Listen{HTTPS: "127.0.0.1:0"},
 		Sites:  []config.Site{{Hosts: []string{"app.example.net"}, Respond: "ok"}},
 	}
-	srv, err := proxy.New(cfg, certsFor{selfSigned(t, "app.example.net")}, zap.NewNop())
+	srv, err := proxy.New(cfg, testkit.SelfSigned(t, "app.example.net").Source(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

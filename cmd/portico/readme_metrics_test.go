@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 	"github.com/portico-proxy/portico/proxy"
 	"github.com/portico-proxy/portico/proxy/admin"
 	"github.com/portico-proxy/portico/tlsmgr"
@@ -54,7 +55,7 @@ func TestREADMEMetricsSayWhatHELPSays(t *testing.T) {
 		t.Fatal(err)
 	}
 	help := helpRecorder{}
-	srv, err := proxy.New(cfg, proxyCerts{}, zap.NewNop())
+	srv, err := proxy.New(cfg, testkit.StaticCerts{}, zap.NewNop()) // never started: no handshakes
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,6 @@ package main
 // as a plain literal is the default config.Load applies.
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // schemaKey is one leaf key of the schema, such as "acme.dns.provider".
@@ -199,7 +197,7 @@ func TestREADMEDefaults(t *testing.T) {
 	// A site covered by a certificate of its own needs no [acme], so every
 	// key is left to its default.
 	dir := t.TempDir()
-	writePEM(t, dir, selfSigned(t, "app.example.net"))
+	testkit.SelfSigned(t, "app.example.net").WritePEM(t, dir)
 	path := writeFile(t, dir, "portico.toml", `[[site]]
 hosts = ["app.example.net"]
 respond = "ok"
@@ -239,17 +237,6 @@ key = "key.pem"
 	if compared < 15 {
 		t.Errorf("only %d defaults compared: the reference should write defaults as TOML literals", compared)
 	}
-}
-
-// writePEM writes c as cert.pem and key.pem in dir.
-func writePEM(t *testing.T, dir string, c tls.Certificate) {
-	t.Helper()
-	key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, dir, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})))
-	writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key})))
 }
 
 // fieldValue follows Go field names from v; false when the path goes

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // lineRecord is a record whose request_id tells lines apart.
@@ -43,18 +45,6 @@ func (w *lockedBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
-}
-
-// eventually polls cond until it holds or a deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling, not synchronisation
-	}
 }
 
 func requestIDs(t *testing.T, data string) []string {
@@ -299,7 +289,7 @@ func TestStuckPipeDrops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Write blocked on a full pipe")
 	}
-	eventually(t, "drops to be counted", func() bool { return testutil.ToFloat64(dropped) > 0 })
+	testkit.Eventually(t, 10*time.Second, "drops to be counted", func() bool { return testutil.ToFloat64(dropped) > 0 })
 	// Unblock the writer so that Close can finish: read the pipe.
 	go io.Copy(io.Discard, r)
 	if err := l.Close(); err != nil {
@@ -315,7 +305,7 @@ func TestQuietLineIsWritten(t *testing.T) {
 	l := newLog(&w, JSON, nil, bufferLimit)
 	defer l.Close()
 	l.Write(lineRecord("alone"))
-	eventually(t, "the line to be written", func() bool { return strings.Contains(w.String(), `"alone"`) })
+	testkit.Eventually(t, 10*time.Second, "the line to be written", func() bool { return strings.Contains(w.String(), `"alone"`) })
 }
 
 // TestBusyLogBatches: lines are written in few large writes, not one each.
@@ -392,7 +382,7 @@ func TestOnErrorOncePerRun(t *testing.T) {
 	}{{true, "a", 1, 1}, {true, "b", 2, 1}, {false, "c", 2, 1}, {true, "d", 3, 2}} {
 		w.fail.Store(step.fail)
 		l.Write(lineRecord(step.id))
-		eventually(t, "line "+step.id+" to be handled", func() bool {
+		testkit.Eventually(t, 10*time.Second, "line "+step.id+" to be handled", func() bool {
 			if step.fail {
 				return testutil.ToFloat64(dropped) == step.dropped
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/portico-proxy/portico/integration/testkit"
 	redisstorage "github.com/portico-proxy/portico/tlsmgr/storage/redis"
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 )
@@ -74,7 +75,7 @@ func TestRenewLockLease(t *testing.T) {
 	}
 	// Let several refreshes (every ttl/3) happen.
 	start := time.Now()
-	waitFor(t, 10*time.Second, "three TTLs to pass", func() bool { return time.Since(start) > 3*ttl })
+	testkit.Eventually(t, 10*time.Second, "three TTLs to pass", func() bool { return time.Since(start) > 3*ttl })
 	pttl, err := raw.PTTL(ctx, "lease:l:job").Result()
 	if err != nil || pttl < 50*time.Second {
 		t.Errorf("PTTL after refreshes = %v, %v; want the one-minute lease", pttl, err)

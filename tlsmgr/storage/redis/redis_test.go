@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/portico-proxy/portico/integration/testkit"
 	redisstorage "github.com/portico-proxy/portico/tlsmgr/storage/redis"
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 	"github.com/portico-proxy/portico/tlsmgr/storage/storagetest"
@@ -425,7 +426,7 @@ func TestRedisDownAtConstruction(t *testing.T) {
 	}
 
 	srv.Restart()
-	waitFor(t, 15*time.Second, "storage to reconnect", func() bool { return s.Ping(ctx) == nil })
+	testkit.Eventually(t, 15*time.Second, "storage to reconnect", func() bool { return s.Ping(ctx) == nil })
 	if _, err := s.Load(ctx, "some/key"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Load after Redis came up: %v; want fs.ErrNotExist", err)
 	}
@@ -530,20 +531,6 @@ func TestNewValidation(t *testing.T) {
 	defer s.Close()
 	if want := `prefix="portico"`; !strings.Contains(s.String(), want) {
 		t.Errorf("String() = %q, want it to mention %s", s.String(), want)
-	}
-}
-
-// waitFor polls cond every 20ms until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
 	}
 }
 
