@@ -10,6 +10,7 @@ import "github.com/redis/go-redis/v9"
 type scripts struct {
 	store, delete, list *redis.Script
 	unlock, extend      *redis.Script
+	markDir, storeFile  *redis.Script // Cluster layout, see cluster.go
 }
 
 func newScripts() scripts {
@@ -19,6 +20,9 @@ func newScripts() scripts {
 		list:   redis.NewScript(listLua),
 		unlock: redis.NewScript(unlockLua),
 		extend: redis.NewScript(extendLua),
+
+		markDir:   redis.NewScript(markDirLua),
+		storeFile: redis.NewScript(storeFileLua),
 	}
 }
 

@@ -1,0 +1,93 @@
+package redisstorage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotReplicated is returned (wrapped) by Store when the master has
+// replicas but none acknowledged the write within ReplicaAckTimeout. The
+// master has the value, but a failover now could lose it, so the write
+// is not reported as done: certmagic keeps the certificate it has in
+// memory and stores it again at its next attempt.
+var ErrNotReplicated = errors.New("no replica acknowledged the write")
+
+// writeAcked runs script on the master that owns routeKey and, when that
+// master has replicas, waits (WAIT, bounded by ReplicaAckTimeout) until
+// at least one of them has the write. Replication is asynchronous, so
+// without this a certificate stored a moment before the master dies
+// would be gone after the failover, although certmagic was told it was
+// stored and will not store it again. WAIT covers the writes made on its
+// own connection, hence the pipeline: both commands travel on one
+// connection (and are resent together if it breaks).
+//
+// The WAIT is sent inside a pipeline, whose replies are read within the
+// client's ReadTimeout (3s by default): ReplicaAckTimeout must stay below
+// it.
+func (s *Storage) writeAcked(ctx context.Context, routeKey string, script *redis.Script, keys []string, args ...any) error {
+	node, err := s.masterFor(ctx, routeKey)
+	if err != nil {
+		return err
+	}
+	n, err := connectedReplicas(ctx, node)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return script.Run(ctx, node, keys, args...).Err()
+	}
+	var eval *redis.Cmd
+	var wait *redis.Cmd
+	_, err = node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		eval = script.Eval(ctx, p, keys, args...)
+		wait = p.Do(ctx, "WAIT", 1, s.ackTimeout.Milliseconds())
+		return nil
+	})
+	if eval != nil && eval.Err() != nil {
+		return eval.Err()
+	}
+	if err != nil {
+		return err
+	}
+	if acks, err := wait.Int64(); err != nil || acks < 1 {
+		return fmt.Errorf("%w within %v (the master has %d connected)", ErrNotReplicated, s.ackTimeout, n)
+	}
+	return nil
+}
+
+// masterFor is the client of the master that holds key: the client
+// itself for standalone and Sentinel, the owner of key's slot on a
+// Cluster.
+func (s *Storage) masterFor(ctx context.Context, key string) (redis.UniversalClient, error) {
+	if s.cluster == nil {
+		return s.client, nil
+	}
+	c, err := s.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("finding the master of the key's slot: %w", err)
+	}
+	return c, nil
+}
+
+// connectedReplicas asks a master how many replicas are connected to it.
+func connectedReplicas(ctx context.Context, c redis.UniversalClient) (int, error) {
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, fmt.Errorf("asking for replication state: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return 0, fmt.Errorf("parsing connected_slaves %q: %w", v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, nil
+}
