@@ -3,6 +3,7 @@ package redisstorage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ type health struct {
 // periodic PING.
 func (h *health) init(s *Storage, interval time.Duration) {
 	h.s = s
+	routeLibraryLog(s.logger)
 	s.client.AddHook(healthHook{h})
 	h.stop = make(chan struct{})
 	h.done = make(chan struct{})
@@ -88,6 +90,9 @@ func (h *health) observe(ctx context.Context, err error) {
 	switch {
 	case !reachable && !h.down:
 		h.down, h.since = true, time.Now()
+		if ctx.Value(quietKey{}) != nil {
+			return
+		}
 		h.s.logger.Error("storage unreachable: certificates are served from memory; ordering, renewing and solving challenges wait until it is back",
 			zap.String("redis", h.s.redactedURL), zap.Error(err))
 	case reachable && h.down:
@@ -96,6 +101,10 @@ func (h *health) observe(ctx context.Context, err error) {
 			zap.String("redis", h.s.redactedURL), zap.Duration("outage", time.Since(h.since).Round(time.Millisecond)))
 	}
 }
+
+// quietKey marks the context of a command whose failure its caller
+// reports (Ping): the outage is recorded but not logged a second time.
+type quietKey struct{}
 
 // Up reports whether Redis answered the last command sent to it; it is
 // true until something fails. tlsmgr exports it as portico_storage_up.
@@ -154,4 +163,25 @@ func (k healthHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		k.h.observe(ctx, err)
 		return err
 	}
+}
+
+// libraryLog receives go-redis's own log lines (a failed dial, a new
+// master found through the sentinels). By default go-redis prints them to
+// stderr, one per failed attempt, which during an outage is the flood
+// health exists to prevent; they are kept at debug level in the log of
+// the first Storage created, where the state changes are already
+// reported once at error and info level.
+type libraryLog struct{ logger *zap.Logger }
+
+func (l libraryLog) Printf(_ context.Context, format string, v ...any) {
+	if ce := l.logger.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
+}
+
+var libraryLogOnce sync.Once
+
+// routeLibraryLog installs libraryLog; go-redis has one logger per process.
+func routeLibraryLog(logger *zap.Logger) {
+	libraryLogOnce.Do(func() { redis.SetLogger(libraryLog{logger.Named("go-redis")}) })
 }

@@ -336,9 +336,10 @@ func pollIntervalFor(ttl time.Duration) time.Duration {
 }
 
 // Ping checks that Redis is reachable and accepts the configured
-// credentials.
+// credentials. A failure is left to the caller to report: the Storage
+// records the outage (Up) without logging it.
 func (s *Storage) Ping(ctx context.Context) error {
-	if err := s.client.Ping(ctx).Err(); err != nil {
+	if err := s.client.Ping(context.WithValue(ctx, quietKey{}, true)).Err(); err != nil {
 		return fmt.Errorf("redis ping %s: %w", s.redactedURL, err)
 	}
 	return nil
