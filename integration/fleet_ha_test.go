@@ -90,11 +90,28 @@ func TestFleetSentinelFailover(t *testing.T) {
 		p.waitListening()
 	}
 	const want = 20 // 10 names, two key types
-	waitFor(t, 120*time.Second, "issuance under way", func() bool { return len(e.pebble.Issued()) >= 3 })
+	// one name every instance serves already, to check serving while
+	// there is no master
+	var first string
+	waitFor(t, 120*time.Second, "a name served by the whole fleet", func() bool {
+		for _, h := range hosts {
+			if servedByAll(e, fleet, h) {
+				first = h
+				return true
+			}
+		}
+		return false
+	})
 	before := len(e.pebble.Issued())
 	old := g.Master.Addr
 	g.Master.Stop() // SIGKILL
 	t.Logf("master %s killed after %d of %d certificates", old, before, want)
+	if before >= want {
+		t.Errorf("all %d certificates were issued before the master died; the test wants it to die mid-issuance", before)
+	}
+	if !servedByAll(e, fleet, first) {
+		t.Errorf("%s not served by every instance right after the master died", first)
+	}
 	waitFor(t, 60*time.Second, "a replica promoted", func() bool {
 		addr, err := g.CurrentMaster(t.Context())
 		return err == nil && addr != old
@@ -125,6 +142,17 @@ func TestFleetSentinelFailover(t *testing.T) {
 	if dups*10 >= want {
 		t.Errorf("%d duplicate certificates of %d; want under 10%%", dups, want)
 	}
+}
+
+// servedByAll reports whether every instance completes a new handshake for
+// host.
+func servedByAll(e *env, fleet []*portico, host string) bool {
+	for _, p := range fleet {
+		if _, err := tryHandshake(p.httpsAddr, host, e.pebble.IssuerRoots(), tls13); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // TestFleetCluster: two instances share a 3-master Redis Cluster, where
