@@ -191,10 +191,11 @@ var (
 	_ certmagic.LockLeaseRenewer = (*Storage)(nil)
 )
 
-// New returns a Storage for opts. It does not contact Redis: connections
-// are made lazily by the first operation, so a proxy can start while
-// Redis is unavailable and begins to use it once it is reachable. Use
-// Ping to check connectivity explicitly.
+// New returns a Storage for opts. It does not wait for Redis: connections
+// are made lazily (by the first operation, or the background PING every
+// PingInterval), so a proxy can start while Redis is unavailable and
+// begins to use it once it is reachable. Use Ping to check connectivity
+// explicitly, and Close to stop the background PING.
 func New(opts Options) (*Storage, error) {
 	client, cluster, where, err := newClient(opts)
 	if err != nil {
