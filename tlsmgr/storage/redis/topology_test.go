@@ -125,7 +125,8 @@ func TestOutageLoggedOnce(t *testing.T) {
 
 // TestClusterKeysShareSlots checks the Cluster layout: a certificate's
 // files and its issuance lock hash to one slot, while the fleet's own keys
-// spread over several.
+// (ledger, ticket keys, on-demand budget, order slot locks) work wherever
+// they hash and spread over several slots.
 func TestClusterKeysShareSlots(t *testing.T) {
 	c := redisserver.StartCluster(t, 3)
 	s := newStorage(t, nil, redisstorage.Options{Cluster: c.Addrs()})
@@ -143,6 +144,28 @@ func TestClusterKeysShareSlots(t *testing.T) {
 	for i := range 30 {
 		if err := s.Store(ctx, fmt.Sprintf("portico/ledger/p256/n%d.json", i), []byte("{}")); err != nil {
 			t.Fatal(err)
+		}
+	}
+
+	// The fleet-wide keys and locks Portico uses, wherever they hash.
+	for _, k := range []string{"portico/session_ticket_keys.json", "portico/ondemand/rate.json", "portico/ondemand/names/a.example"} {
+		if err := s.Store(ctx, k, []byte(k)); err != nil {
+			t.Fatalf("Store(%q): %v", k, err)
+		}
+		if got, err := s.Load(ctx, k); err != nil || string(got) != k {
+			t.Fatalf("Load(%q) = %q, %v", k, got, err)
+		}
+	}
+	other := newStorage(t, nil, redisstorage.Options{Cluster: c.Addrs()})
+	for _, name := range []string{"portico_order_slot_0", "portico_order_slot_1", "portico_ondemand_rate", "portico_renew_p256_www.example.com"} {
+		if ok, err := s.TryLock(ctx, name); err != nil || !ok {
+			t.Fatalf("TryLock(%q) = %v, %v", name, ok, err)
+		}
+		if ok, err := other.TryLock(ctx, name); err != nil || ok {
+			t.Fatalf("a second storage's TryLock(%q) = %v, %v; want false", name, ok, err)
+		}
+		if err := s.Unlock(ctx, name); err != nil {
+			t.Fatalf("Unlock(%q): %v", name, err)
 		}
 	}
 
