@@ -214,6 +214,10 @@ func (s *Storage) refresh(ctx context.Context, name string, h *heldLock, done ch
 			return
 		case errors.Is(err, redis.ErrClosed):
 			return
+		case err != nil && !s.Up():
+			// The outage itself is logged once (health.go).
+			s.logger.Debug("refreshing lock failed while storage is unreachable; retrying",
+				zap.String("lock", name), zap.Error(err))
 		case err != nil:
 			s.logger.Warn("refreshing lock failed; retrying",
 				zap.String("lock", name), zap.Error(err))
