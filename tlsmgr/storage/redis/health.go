@@ -37,7 +37,7 @@ type health struct {
 // periodic PING.
 func (h *health) init(s *Storage, interval time.Duration) {
 	h.s = s
-	routeLibraryLog(s.logger)
+	routeLibraryLog()
 	s.client.AddHook(healthHook{h})
 	h.stop = make(chan struct{})
 	h.done = make(chan struct{})
@@ -168,20 +168,21 @@ func (k healthHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // libraryLog receives go-redis's own log lines (a failed dial, a new
 // master found through the sentinels). By default go-redis prints them to
 // stderr, one per failed attempt, which during an outage is the flood
-// health exists to prevent; they are kept at debug level in the log of
-// the first Storage created, where the state changes are already
-// reported once at error and info level.
-type libraryLog struct{ logger *zap.Logger }
+// health exists to prevent. They go to zap's global logger at debug level
+// instead (a no-op unless the program installs one): go-redis has one
+// logger per process, and tying it to one Storage's logger would outlive
+// that Storage.
+type libraryLog struct{}
 
-func (l libraryLog) Printf(_ context.Context, format string, v ...any) {
-	if ce := l.logger.Check(zap.DebugLevel, "go-redis"); ce != nil {
+func (libraryLog) Printf(_ context.Context, format string, v ...any) {
+	if ce := zap.L().Named("go-redis").Check(zap.DebugLevel, "go-redis"); ce != nil {
 		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
 	}
 }
 
 var libraryLogOnce sync.Once
 
-// routeLibraryLog installs libraryLog; go-redis has one logger per process.
-func routeLibraryLog(logger *zap.Logger) {
-	libraryLogOnce.Do(func() { redis.SetLogger(libraryLog{logger.Named("go-redis")}) })
+// routeLibraryLog installs libraryLog.
+func routeLibraryLog() {
+	libraryLogOnce.Do(func() { redis.SetLogger(libraryLog{}) })
 }
