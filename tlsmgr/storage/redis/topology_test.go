@@ -56,7 +56,9 @@ func TestConformanceCluster(t *testing.T) {
 // claiming a write a failover could lose.
 func TestStoreWaitsForReplica(t *testing.T) {
 	g := redisserver.StartSentinel(t, 1, 1)
-	s := newStorage(t, nil, redisstorage.Options{
+	s := newStorage(t, nil, redisstorage.Options{Sentinels: g.SentinelAddrs(), MasterName: redisserver.MasterName})
+	// another with a short wait, for the frozen replica
+	impatient := newStorage(t, nil, redisstorage.Options{
 		Sentinels:         g.SentinelAddrs(),
 		MasterName:        redisserver.MasterName,
 		ReplicaAckTimeout: 300 * time.Millisecond,
@@ -78,7 +80,7 @@ func TestStoreWaitsForReplica(t *testing.T) {
 	if err := g.Replicas[0].Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	err := s.Store(ctx, "acme/ca/users/a@example.net/a.json", []byte("{}"))
+	err := impatient.Store(ctx, "acme/ca/users/a@example.net/a.json", []byte("{}"))
 	if err := g.Replicas[0].Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -207,5 +209,59 @@ func TestClusterKeysShareSlots(t *testing.T) {
 	keys, err := s.List(ctx, "portico/ledger/p256", false)
 	if err != nil || len(keys) != 30 {
 		t.Fatalf("List(ledger) = %d keys, %v; want 30", len(keys), err)
+	}
+}
+
+// TestClusterStoreWaitsForReplica: on a Cluster whose masters have
+// replicas, a Store returns once the replica of the key's master has the
+// value, and fails with ErrNotReplicated while that replica is frozen.
+func TestClusterStoreWaitsForReplica(t *testing.T) {
+	c := redisserver.StartClusterWithReplicas(t, 3)
+	s := newStorage(t, nil, redisstorage.Options{Cluster: c.Addrs()})
+	// another with a short wait, for the frozen replicas
+	impatient := newStorage(t, nil, redisstorage.Options{Cluster: c.Addrs(), ReplicaAckTimeout: 300 * time.Millisecond})
+	ctx := t.Context()
+	// A connection in READONLY mode per replica answers reads of its
+	// master's slots (and MOVED for the others).
+	var replicas []*redis.Conn
+	for _, r := range c.Replicas {
+		conn := redis.NewClient(&redis.Options{Addr: r.Addr}).Conn()
+		t.Cleanup(func() { conn.Close() })
+		if err := conn.ReadOnly(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		replicas = append(replicas, conn)
+	}
+	for i := range 20 {
+		name := fmt.Sprintf("n%d.example", i)
+		key := "certificates-p256/ca/" + name + "/" + name + ".crt"
+		want := "cert " + name
+		if err := s.Store(ctx, key, []byte(want)); err != nil {
+			t.Fatalf("Store: %v", err)
+		}
+		found := 0
+		for _, r := range replicas {
+			if got, err := r.HGet(ctx, "portico:v:{"+name+"}"+key, "value").Result(); err == nil && got == want {
+				found++
+			}
+		}
+		if found != 1 {
+			t.Fatalf("right after Store(%q), %d replicas have it; want 1", key, found)
+		}
+	}
+
+	for _, r := range c.Replicas {
+		if err := r.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := impatient.Store(ctx, "acme/ca/users/a@example.net/a.json", []byte("{}"))
+	for _, r := range c.Replicas {
+		if err := r.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !errors.Is(err, redisstorage.ErrNotReplicated) {
+		t.Fatalf("Store with the replicas frozen: %v, want ErrNotReplicated", err)
 	}
 }

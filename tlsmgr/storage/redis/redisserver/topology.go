@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,10 @@ const MasterName = "portico"
 // readyTimeout bounds how long StartSentinel and StartCluster wait for
 // the processes to find each other.
 const readyTimeout = 60 * time.Second
+
+// noSyncDelay makes a master send a new replica its first copy at once,
+// instead of waiting 5 s for more replicas to share one transfer.
+var noSyncDelay = []string{"--repl-diskless-sync-delay", "0"}
 
 // SentinelGroup is a master, its replicas and the sentinels watching
 // them, as operators run Redis for automatic failover.
@@ -43,10 +48,10 @@ func (g *SentinelGroup) SentinelAddrs() []string {
 // sentinels declare a master down after one second without an answer.
 func StartSentinel(t testing.TB, replicas, sentinels int) *SentinelGroup {
 	t.Helper()
-	g := &SentinelGroup{Master: Start(t)}
+	g := &SentinelGroup{Master: startWith(t, &Server{extra: noSyncDelay})}
 	host, port, _ := net.SplitHostPort(g.Master.Addr)
 	for range replicas {
-		g.Replicas = append(g.Replicas, startWith(t, &Server{extra: []string{"--replicaof", host, port}}))
+		g.Replicas = append(g.Replicas, startWith(t, &Server{extra: append([]string{"--replicaof", host, port}, noSyncDelay...)}))
 	}
 	quorum := sentinels/2 + 1
 	for range sentinels {
@@ -123,9 +128,10 @@ func (g *SentinelGroup) Server(addr string) *Server {
 	return nil
 }
 
-// Cluster is a Redis Cluster of masters without replicas.
+// Cluster is a Redis Cluster.
 type Cluster struct {
-	Nodes []*Server
+	Nodes    []*Server // the masters, in slot order
+	Replicas []*Server // Replicas[i] replicates Nodes[i], when started with replicas
 }
 
 // Addrs are the nodes' addresses, for a client's seed list.
@@ -142,13 +148,31 @@ func (c *Cluster) Addrs() []string {
 // every node reports the cluster ok and knows every other.
 func StartCluster(t testing.TB, masters int) *Cluster {
 	t.Helper()
+	return startCluster(t, masters, false)
+}
+
+// StartClusterWithReplicas is StartCluster with one replica per master,
+// returning once every master has its replica connected.
+func StartClusterWithReplicas(t testing.TB, masters int) *Cluster {
+	t.Helper()
+	return startCluster(t, masters, true)
+}
+
+func startCluster(t testing.TB, masters int, replicas bool) *Cluster {
+	t.Helper()
 	c := &Cluster{}
-	for range masters {
-		c.Nodes = append(c.Nodes, startWith(t, &Server{extra: []string{
+	node := func() *Server {
+		return startWith(t, &Server{extra: append([]string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "2000",
-		}}))
+		}, noSyncDelay...)})
+	}
+	for range masters {
+		c.Nodes = append(c.Nodes, node())
+		if replicas {
+			c.Replicas = append(c.Replicas, node())
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
@@ -164,7 +188,7 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 			t.Fatalf("redisserver: CLUSTER ADDSLOTSRANGE %d %d on %s: %v", lo, hi, c.Nodes[i].Addr, err)
 		}
 	}
-	for _, n := range c.Nodes[1:] {
+	for _, n := range slices.Concat(c.Nodes[1:], c.Replicas) {
 		host, port, _ := net.SplitHostPort(n.Addr)
 		p, _ := strconv.Atoi(port)
 		if err := clients[0].ClusterMeet(ctx, host, strconv.Itoa(p)).Err(); err != nil {
@@ -178,7 +202,7 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 				return err
 			}
 			if !strings.Contains(info, "cluster_state:ok") ||
-				!strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(masters)+"\r") ||
+				!strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(masters+len(c.Replicas))+"\r") ||
 				!strings.Contains(info, "cluster_slots_ok:16384") {
 				return fmt.Errorf("node %s: %s", c.Nodes[i].Addr, strings.Join(strings.Fields(info)[:6], " "))
 			}
@@ -188,7 +212,40 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 			t.Fatalf("redisserver: cluster not ready: %v", err)
 		}
 	}
+	for i, r := range c.Replicas {
+		c.replicate(ctx, t, clients[i], r)
+	}
 	return c
+}
+
+// replicate makes r a replica of the master m is connected to, and waits
+// until m sees it connected.
+func (c *Cluster) replicate(ctx context.Context, t testing.TB, m *redis.Client, r *Server) {
+	t.Helper()
+	id, err := m.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatalf("redisserver: CLUSTER MYID: %v", err)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	// The replica must have heard of the master (gossip) before it can
+	// follow it.
+	err = poll(ctx, func() error { return rc.Do(ctx, "CLUSTER", "REPLICATE", id).Err() })
+	if err == nil {
+		err = poll(ctx, func() error {
+			info, err := m.Info(ctx, "replication").Result()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "connected_slaves:1") || !strings.Contains(info, "state=online") {
+				return fmt.Errorf("replica %s not online", r.Addr)
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		t.Fatalf("redisserver: replica %s: %v", r.Addr, err)
+	}
 }
 
 // poll calls check every 50ms until it succeeds or ctx ends, and returns
