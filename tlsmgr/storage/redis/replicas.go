@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -30,10 +31,52 @@ var ErrNotReplicated = errors.New("no replica acknowledged the write")
 // client's ReadTimeout (3s by default): ReplicaAckTimeout must stay below
 // it.
 func (s *Storage) writeAcked(ctx context.Context, routeKey string, script *redis.Script, keys []string, args ...any) error {
-	node, err := s.masterFor(ctx, routeKey)
-	if err != nil {
-		return err
+	if s.cluster == nil {
+		return s.writeAckedOn(ctx, s.client, script, keys, args...)
 	}
+	// On a Cluster the write goes to the node client of the slot's
+	// master, which does not retry: when that master dies, retry here,
+	// asking for a fresh slot map each time, until a replica has taken
+	// the slot over (a few seconds) or failoverRetryTime has passed.
+	deadline := time.Now().Add(failoverRetryTime)
+	backoff := 50 * time.Millisecond
+	for {
+		node, err := s.masterFor(ctx, routeKey)
+		if err == nil {
+			err = s.writeAckedOn(ctx, node, script, keys, args...)
+		}
+		if err == nil || !failoverError(err) || time.Now().After(deadline) {
+			return err
+		}
+		s.cluster.ReloadState(ctx)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// failoverRetryTime bounds how long a Cluster write is retried while the
+// master of its slot is unreachable; it matches what go-redis's own
+// retries (failoverRetries) add up to.
+const failoverRetryTime = 15 * time.Second
+
+// failoverError tells whether err may go away once the cluster has
+// promoted a replica or moved a slot: the master is unreachable, the
+// cluster is down, or the slot now lives elsewhere.
+func failoverError(err error) bool {
+	if reachable, known := classify(err); known && !reachable {
+		return true
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
+}
+
+func (s *Storage) writeAckedOn(ctx context.Context, node redis.UniversalClient, script *redis.Script, keys []string, args ...any) error {
 	n, err := connectedReplicas(ctx, node)
 	if err != nil {
 		return err

@@ -304,6 +304,11 @@ func newClient(opts Options) (redis.UniversalClient, *redis.ClusterClient, strin
 			TLSConfig:       tlsConf,
 			MaxRedirects:    failoverRetries,
 			MaxRetryBackoff: time.Second,
+			// go-redis learns that a replica took over a dead master's
+			// slots only by reloading the slot map (a connection error
+			// does not trigger it); the default of a minute would fail
+			// every write to those slots for that long.
+			ClusterStateReloadInterval: time.Second,
 		})
 		return c, c, "cluster " + strings.Join(opts.Cluster, ","), nil
 	}

@@ -265,3 +265,35 @@ func TestClusterStoreWaitsForReplica(t *testing.T) {
 		t.Fatalf("Store with the replicas frozen: %v, want ErrNotReplicated", err)
 	}
 }
+
+// TestClusterFailover: a Cluster master is SIGKILLed; Stores sent right
+// after it died, to every slot, succeed once its replica has taken over
+// (retried, not failed), and everything written before and after is there.
+func TestClusterFailover(t *testing.T) {
+	c := redisserver.StartClusterWithReplicas(t, 3)
+	s := newStorage(t, nil, redisstorage.Options{Cluster: c.Addrs()})
+	ctx := t.Context()
+	key := func(i int) string { return fmt.Sprintf("certificates/ca/n%d.example/n%d.example.crt", i, i) }
+	const n = 30
+	for i := range n {
+		if err := s.Store(ctx, key(i), []byte("before")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Nodes[0].Stop() // SIGKILL
+	start := time.Now()
+	for i := range n {
+		if err := s.Store(ctx, key(i), []byte("after")); err != nil {
+			t.Fatalf("Store(%q) %v after the master died: %v", key(i), time.Since(start), err)
+		}
+	}
+	t.Logf("all %d Stores done %v after the master died", n, time.Since(start).Round(time.Millisecond))
+	for i := range n {
+		if got, err := s.Load(ctx, key(i)); err != nil || string(got) != "after" {
+			t.Errorf("Load(%q) = %q, %v; want %q", key(i), got, err, "after")
+		}
+	}
+	if keys, err := s.List(ctx, "certificates/ca", false); err != nil || len(keys) != n {
+		t.Errorf("List after the failover: %d keys, %v; want %d", len(keys), err, n)
+	}
+}
