@@ -6,8 +6,9 @@ import (
 
 // RegisterMetrics adds the certificate order counter to reg:
 // portico_certificate_orders_total{key_type, kind="obtain"|"renew",
-// outcome="success"|"failure"}, and portico_storage_up. Expiry, failures and pending retries are
-// read from Status at scrape time by the admin API's collector.
+// outcome="success"|"failure"}, and portico_storage_up. Expiry, failures
+// and pending retries are read from Status at scrape time by the admin
+// API's collector.
 func (m *Manager) RegisterMetrics(reg prometheus.Registerer) error {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "portico_certificate_orders_total",
