@@ -122,6 +122,20 @@ type Storage struct {
 	RedisURL string `toml:"redis_url"`
 	// Prefix namespaces every key so several fleets can share one Redis.
 	Prefix string `toml:"prefix"`
+
+	// RedisSentinels (with RedisMaster, the name they monitor) and
+	// RedisCluster (seed nodes) are the other two ways to find Redis;
+	// exactly one of them or RedisURL is set. Addresses are host:port.
+	RedisSentinels []string `toml:"redis_sentinels"`
+	RedisMaster    string   `toml:"redis_master"`
+	RedisCluster   []string `toml:"redis_cluster"`
+	// RedisUsername, RedisPassword, RedisTLS and RedisDB apply to Sentinel
+	// and Cluster (a URL carries its own); RedisDB to Sentinel only, as a
+	// Cluster has one database.
+	RedisUsername string `toml:"redis_username"`
+	RedisPassword string `toml:"redis_password"`
+	RedisTLS      bool   `toml:"redis_tls"`
+	RedisDB       int    `toml:"redis_db"`
 }
 
 // Renewal configures when and how certificates are renewed.

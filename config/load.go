@@ -510,6 +510,9 @@ func (v *validator) validateStorage(cfg *Config) {
 	switch s.Backend {
 	case "file":
 	case "redis":
+		if v.validateRedisTopology(s) {
+			break
+		}
 		// The URL may hold a password: messages name its scheme, never its text.
 		const fix = "use redis://[user:password@]host:port/db, or rediss:// for TLS"
 		u, err := url.Parse(s.RedisURL)

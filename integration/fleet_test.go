@@ -149,6 +149,10 @@ func TestRedisOutage(t *testing.T) {
 		t.Errorf("steady.test was issued %d RSA and %d ECDSA certificates; the outage must not cause re-issuance", rsa, ec)
 	}
 	t.Logf("%d requests succeeded during the Redis outage", ok.Load())
+	// the outage is logged once, and its end once, however many operations failed
+	if down, back := strings.Count(p.log.String(), "storage unreachable"), strings.Count(p.log.String(), "storage reachable again"); down != 1 || back != 1 {
+		t.Errorf("the outage was logged %d times and its end %d times; want once each", down, back)
+	}
 }
 
 // TestRedisDownAtStart: an instance started while Redis is down starts,

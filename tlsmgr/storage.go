@@ -18,7 +18,18 @@ func OpenStorage(s config.Storage, logger *zap.Logger) (certmagic.Storage, error
 	case "file", "":
 		return &certmagic.FileStorage{Path: s.Path}, nil
 	case "redis":
-		st, err := redisstorage.New(redisstorage.Options{URL: s.RedisURL, Prefix: s.Prefix, Logger: logger.Named("redis")})
+		st, err := redisstorage.New(redisstorage.Options{
+			URL:        s.RedisURL,
+			Sentinels:  s.RedisSentinels,
+			MasterName: s.RedisMaster,
+			Cluster:    s.RedisCluster,
+			Username:   s.RedisUsername,
+			Password:   s.RedisPassword,
+			TLS:        s.RedisTLS,
+			DB:         s.RedisDB,
+			Prefix:     s.Prefix,
+			Logger:     logger.Named("redis"),
+		})
 		if err != nil {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
@@ -30,6 +41,12 @@ func OpenStorage(s config.Storage, logger *zap.Logger) (certmagic.Storage, error
 // pinger is a storage that can say whether it is reachable.
 type pinger interface {
 	Ping(ctx context.Context) error
+}
+
+// upReporter is a storage that tracks its own reachability (the Redis
+// backend: from every command and a periodic PING).
+type upReporter interface {
+	Up() bool
 }
 
 // closer is a storage holding connections to release at Stop.

@@ -51,7 +51,15 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	}
 	switch cfg.Storage.Backend {
 	case "redis":
-		fmt.Fprintf(w, "storage: redis (prefix %q)\n", cfg.Storage.Prefix)
+		st := cfg.Storage
+		switch {
+		case len(st.RedisSentinels) > 0:
+			fmt.Fprintf(w, "storage: redis via Sentinel (master %q, %d sentinels; prefix %q)\n", st.RedisMaster, len(st.RedisSentinels), st.Prefix)
+		case len(st.RedisCluster) > 0:
+			fmt.Fprintf(w, "storage: redis Cluster (%d seed nodes; prefix %q)\n", len(st.RedisCluster), st.Prefix)
+		default:
+			fmt.Fprintf(w, "storage: redis (prefix %q)\n", st.Prefix)
+		}
 	default:
 		fmt.Fprintf(w, "storage: file %s\n", cfg.Storage.Path)
 	}

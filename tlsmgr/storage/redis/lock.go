@@ -93,7 +93,7 @@ func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
 	s.mu.Unlock()
 
 	key := s.lockKey(name)
-	ok, err := s.client.SetNX(ctx, key, h.token, s.lockTTL).Result()
+	ok, err := s.acquire(ctx, key, h.token)
 	if err != nil || !ok {
 		s.mu.Lock()
 		delete(s.locks, name)
@@ -214,6 +214,10 @@ func (s *Storage) refresh(ctx context.Context, name string, h *heldLock, done ch
 			return
 		case errors.Is(err, redis.ErrClosed):
 			return
+		case err != nil && !s.Up():
+			// The outage itself is logged once (health.go).
+			s.logger.Debug("refreshing lock failed while storage is unreachable; retrying",
+				zap.String("lock", name), zap.Error(err))
 		case err != nil:
 			s.logger.Warn("refreshing lock failed; retrying",
 				zap.String("lock", name), zap.Error(err))
@@ -223,6 +227,16 @@ func (s *Storage) refresh(ctx context.Context, name string, h *heldLock, done ch
 			return
 		}
 	}
+}
+
+// acquire runs acquireLua: it takes the lock if it is free and reports
+// whether the lock now carries token.
+func (s *Storage) acquire(ctx context.Context, key, token string) (bool, error) {
+	n, err := s.scripts.acquire.Run(ctx, s.client, []string{key}, token, s.lockTTL.Milliseconds()).Int64()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, nil
 }
 
 // extend runs extendLua: it reports whether the lock still carries

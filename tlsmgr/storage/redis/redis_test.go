@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 // newStorage returns a Storage on srv that is closed when the test ends.
 func newStorage(t testing.TB, srv *redisserver.Server, opts redisstorage.Options) *redisstorage.Storage {
 	t.Helper()
-	if opts.URL == "" {
+	if opts.URL == "" && srv != nil {
 		opts.URL = srv.URL()
 	}
 	if opts.Logger == nil {

@@ -9,16 +9,22 @@ import "github.com/redis/go-redis/v9"
 // carries internal mutable state.
 type scripts struct {
 	store, delete, list *redis.Script
+	acquire             *redis.Script
 	unlock, extend      *redis.Script
+	markDir, storeFile  *redis.Script // Cluster layout, see cluster.go
 }
 
 func newScripts() scripts {
 	return scripts{
-		store:  redis.NewScript(storeLua),
-		delete: redis.NewScript(deleteLua),
-		list:   redis.NewScript(listLua),
-		unlock: redis.NewScript(unlockLua),
-		extend: redis.NewScript(extendLua),
+		store:   redis.NewScript(storeLua),
+		delete:  redis.NewScript(deleteLua),
+		list:    redis.NewScript(listLua),
+		acquire: redis.NewScript(acquireLua),
+		unlock:  redis.NewScript(unlockLua),
+		extend:  redis.NewScript(extendLua),
+
+		markDir:   redis.NewScript(markDirLua),
+		storeFile: redis.NewScript(storeFileLua),
 	}
 }
 
@@ -134,6 +140,24 @@ while #stack > 0 do
   end
 end
 return out
+`
+
+// acquireLua takes a lock if it is free. It also succeeds when the lock
+// already carries our token: go-redis resends a command whose reply was
+// lost (a connection cut, a Sentinel failover), and a plain SET NX would
+// then find our own lock, report it taken, and leave it to block everyone
+// for a whole TTL.
+//
+// KEYS[1] lock key, ARGV[1] token, ARGV[2] TTL in milliseconds. Returns 1
+// if the lock is ours, 0 if someone else holds it.
+const acquireLua = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 0
 `
 
 // unlockLua deletes a lock only if it still carries our token, so that

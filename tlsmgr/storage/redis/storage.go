@@ -28,8 +28,19 @@
 //
 // Because the scripts discover the keys they touch by walking the index,
 // they access keys not declared to Redis up front. That works on a
-// standalone Redis (with or without replicas) but not on Redis Cluster.
-// Redis 6.2 or newer is required (ZADD GT).
+// standalone Redis (with or without replicas, and behind Sentinel, which
+// uses this same layout) but not on Redis Cluster, which gets a layout of
+// its own (cluster.go). Redis 6.2 or newer is required (ZADD GT).
+//
+// # Failover
+//
+// With Sentinel the master is looked up through the sentinels and
+// followed across failovers; commands that fail for want of a master are
+// retried for several seconds, long enough for a failover. Replication is
+// asynchronous, so a Store waits until a replica has the value
+// (replicas.go) whenever the master has replicas: a failover may lose a
+// lock (at worst two nodes then order the same certificate) but never a
+// stored certificate, key or account.
 //
 // # Fleets
 //
@@ -45,6 +56,7 @@ package redisstorage
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -81,14 +93,54 @@ const MinLockTTL = 100 * time.Millisecond
 // without a bound an unreachable Redis would hang the caller forever.
 const unlockTimeout = 10 * time.Second
 
-// Options configures a Storage.
+// DefaultReplicaAckTimeout is the ReplicaAckTimeout used when it is zero.
+const DefaultReplicaAckTimeout = 2 * time.Second
+
+// failoverRetries is how often go-redis retries a command that failed
+// for want of a master (connection refused, READONLY, CLUSTERDOWN...)
+// on Sentinel and Cluster, with backoff capped at a second.
+const failoverRetries = 20
+
+// Options configures a Storage. Exactly one of URL, Sentinels and
+// Cluster says where Redis is.
 type Options struct {
-	// URL locates the server: redis://[user:password@]host[:port][/db]
+	// URL locates a standalone server: redis://[user:password@]host[:port][/db]
 	// or rediss:// for TLS. Query parameters accepted by
 	// redis.ParseURL (timeouts, retries, pool size, ...) are honoured.
 	// The password is never repeated in errors, logs or String: they
 	// show the URL as RedactURL returns it.
 	URL string
+
+	// Sentinels are the host:port addresses of the Redis Sentinels that
+	// watch MasterName. The master is looked up through them and
+	// followed across failovers. The key layout is the standalone one,
+	// so a fleet can move from one Redis to a Sentinel-managed group of
+	// the same data without migrating anything.
+	Sentinels  []string
+	MasterName string
+
+	// Cluster are seed addresses (host:port) of a Redis Cluster; the
+	// rest of the cluster is discovered from them. Keys are hash-tagged
+	// (see cluster.go), so data written by a standalone Storage is not
+	// visible to a Cluster one and the reverse.
+	Cluster []string
+
+	// Username, Password, TLS and DB apply to Sentinels and Cluster
+	// (a URL carries its own). DB must be 0 on a Cluster. The password
+	// authenticates to the Redis servers, not to the sentinels.
+	Username string
+	Password string
+	TLS      bool
+	DB       int
+
+	// ReplicaAckTimeout bounds how long a Store waits for a replica to
+	// acknowledge the write (WAIT) when the master has replicas. A write
+	// no replica acknowledged in time is reported as failed, although
+	// the master has it: a failover could lose it. It must stay below the
+	// client's read timeout (3s unless a URL sets read_timeout), within
+	// which go-redis reads the WAIT's reply. Default:
+	// DefaultReplicaAckTimeout.
+	ReplicaAckTimeout time.Duration
 
 	// Prefix namespaces every key this Storage uses, so that several
 	// fleets can share one Redis. It may contain letters, digits, '.',
@@ -101,6 +153,12 @@ type Options struct {
 	// Default: DefaultLockTTL; minimum MinLockTTL.
 	LockTTL time.Duration
 
+	// PingInterval is how often a background check asks Redis whether
+	// it is reachable, so that an outage is noticed (and logged once)
+	// even when no operation runs. Default: DefaultPingInterval;
+	// negative disables the check.
+	PingInterval time.Duration
+
 	// Logger receives problems that cannot be returned to a caller,
 	// such as a failed lock refresh. Default: no logging.
 	Logger *zap.Logger
@@ -110,7 +168,9 @@ type Options struct {
 // LockLeaseRenewer interfaces) backed by Redis. It is safe for
 // concurrent use. Create it with New.
 type Storage struct {
-	client       *redis.Client
+	client       redis.UniversalClient
+	cluster      *redis.ClusterClient // non-nil on a Cluster: hash-tagged key layout
+	ackTimeout   time.Duration
 	prefix       string
 	lockTTL      time.Duration
 	pollInterval time.Duration
@@ -121,6 +181,8 @@ type Storage struct {
 
 	mu    sync.Mutex
 	locks map[string]*heldLock // by lock name; see lock.go
+
+	health health // reachability, for the log and portico_storage_up; see health.go
 }
 
 // Interface guards: certmagic discovers the optional interfaces by type
@@ -131,31 +193,15 @@ var (
 	_ certmagic.LockLeaseRenewer = (*Storage)(nil)
 )
 
-// New returns a Storage for opts. It does not contact Redis: connections
-// are made lazily by the first operation, so a proxy can start while
-// Redis is unavailable and begins to use it once it is reachable. Use
-// Ping to check connectivity explicitly.
+// New returns a Storage for opts. It does not wait for Redis: connections
+// are made lazily (by the first operation, or the background PING every
+// PingInterval), so a proxy can start while Redis is unavailable and
+// begins to use it once it is reachable. Use Ping to check connectivity
+// explicitly, and Close to stop the background PING.
 func New(opts Options) (*Storage, error) {
-	redacted := RedactURL(opts.URL)
-	if opts.URL == "" {
-		return nil, errors.New("redis storage: URL is required")
-	}
-	u, err := url.Parse(opts.URL)
+	client, cluster, where, err := newClient(opts)
 	if err != nil {
-		// url.Error repeats the whole URL, password included; keep only
-		// the reason.
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return nil, fmt.Errorf("redis storage: invalid URL %q: %v", redacted, err)
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, fmt.Errorf("redis storage: invalid URL %q: scheme must be redis or rediss", redacted)
-	}
-	ropts, err := redis.ParseURL(opts.URL)
-	if err != nil {
-		return nil, fmt.Errorf("redis storage: invalid URL %q: %v", redacted, err)
+		return nil, err
 	}
 
 	prefix := opts.Prefix
@@ -163,6 +209,7 @@ func New(opts Options) (*Storage, error) {
 		prefix = DefaultPrefix
 	}
 	if !validPrefix(prefix) {
+		client.Close()
 		return nil, fmt.Errorf("redis storage: invalid prefix %q: only letters, digits, '.', '_' and '-' are allowed", prefix)
 	}
 
@@ -171,7 +218,12 @@ func New(opts Options) (*Storage, error) {
 	case ttl == 0:
 		ttl = DefaultLockTTL
 	case ttl < MinLockTTL:
+		client.Close()
 		return nil, fmt.Errorf("redis storage: LockTTL %v is below the minimum of %v", ttl, MinLockTTL)
+	}
+	ack := opts.ReplicaAckTimeout
+	if ack <= 0 {
+		ack = DefaultReplicaAckTimeout
 	}
 
 	logger := opts.Logger
@@ -186,17 +238,102 @@ func New(opts Options) (*Storage, error) {
 		host = "unknown-host"
 	}
 
-	return &Storage{
-		client:       redis.NewClient(ropts),
+	s := &Storage{
+		client:       client,
+		cluster:      cluster,
+		ackTimeout:   ack,
 		prefix:       prefix,
 		lockTTL:      ttl,
 		pollInterval: pollIntervalFor(ttl),
 		logger:       logger.Named("redis_storage").With(zap.String("prefix", prefix)),
-		redactedURL:  redacted,
+		redactedURL:  where,
 		tokenPrefix:  host + "/" + strconv.Itoa(os.Getpid()) + "/",
 		scripts:      newScripts(),
 		locks:        make(map[string]*heldLock),
-	}, nil
+	}
+	s.health.init(s, opts.PingInterval)
+	return s, nil
+}
+
+// newClient builds the go-redis client for the one form of opts that
+// is set, and describes where it points without any password.
+func newClient(opts Options) (redis.UniversalClient, *redis.ClusterClient, string, error) {
+	forms := 0
+	for _, set := range []bool{opts.URL != "", len(opts.Sentinels) > 0, len(opts.Cluster) > 0} {
+		if set {
+			forms++
+		}
+	}
+	switch {
+	case forms == 0:
+		return nil, nil, "", errors.New("redis storage: URL is required (or Sentinels, or Cluster)")
+	case forms > 1:
+		return nil, nil, "", errors.New("redis storage: set exactly one of URL, Sentinels and Cluster")
+	}
+	var tlsConf *tls.Config
+	if opts.TLS {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	switch {
+	case len(opts.Sentinels) > 0:
+		if opts.MasterName == "" {
+			return nil, nil, "", errors.New("redis storage: Sentinels need MasterName")
+		}
+		c := redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:    opts.MasterName,
+			SentinelAddrs: opts.Sentinels,
+			Username:      opts.Username,
+			Password:      opts.Password,
+			DB:            opts.DB,
+			TLSConfig:     tlsConf,
+			// A failover takes the sentinels' down-after time plus an
+			// election, seconds in all; retrying with backoff for that
+			// long lets in-flight operations land on the new master
+			// instead of failing the order they belong to.
+			MaxRetries:      failoverRetries,
+			MaxRetryBackoff: time.Second,
+		})
+		where := fmt.Sprintf("sentinel master %q via %s", opts.MasterName, strings.Join(opts.Sentinels, ","))
+		return c, nil, where, nil
+	case len(opts.Cluster) > 0:
+		if opts.DB != 0 {
+			return nil, nil, "", errors.New("redis storage: a Cluster has only database 0")
+		}
+		c := redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:           opts.Cluster,
+			Username:        opts.Username,
+			Password:        opts.Password,
+			TLSConfig:       tlsConf,
+			MaxRedirects:    failoverRetries,
+			MaxRetryBackoff: time.Second,
+			// go-redis learns that a replica took over a dead master's
+			// slots only by reloading the slot map (a connection error
+			// does not trigger it); the default of a minute would fail
+			// every write to those slots for that long.
+			ClusterStateReloadInterval: time.Second,
+		})
+		return c, c, "cluster " + strings.Join(opts.Cluster, ","), nil
+	}
+
+	redacted := RedactURL(opts.URL)
+	u, err := url.Parse(opts.URL)
+	if err != nil {
+		// url.Error repeats the whole URL, password included; keep only
+		// the reason.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, nil, "", fmt.Errorf("redis storage: invalid URL %q: %v", redacted, err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, nil, "", fmt.Errorf("redis storage: invalid URL %q: scheme must be redis or rediss", redacted)
+	}
+	ropts, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("redis storage: invalid URL %q: %v", redacted, err)
+	}
+	return redis.NewClient(ropts), nil, redacted, nil
 }
 
 // pollIntervalFor derives how often a blocked Lock retries: a small
@@ -207,9 +344,10 @@ func pollIntervalFor(ttl time.Duration) time.Duration {
 }
 
 // Ping checks that Redis is reachable and accepts the configured
-// credentials.
+// credentials. A failure is left to the caller to report: the Storage
+// records the outage (Up) without logging it.
 func (s *Storage) Ping(ctx context.Context) error {
-	if err := s.client.Ping(ctx).Err(); err != nil {
+	if err := s.client.Ping(context.WithValue(ctx, quietKey{}, true)).Err(); err != nil {
 		return fmt.Errorf("redis ping %s: %w", s.redactedURL, err)
 	}
 	return nil
@@ -219,6 +357,7 @@ func (s *Storage) Ping(ctx context.Context) error {
 // by a timeout), and closes the connection pool. The Storage must not be
 // used afterwards.
 func (s *Storage) Close() error {
+	s.health.close()
 	s.releaseAllLocks()
 	if err := s.client.Close(); err != nil {
 		return fmt.Errorf("redis close %s: %w", s.redactedURL, err)
@@ -242,7 +381,12 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 		return fmt.Errorf("redis store %q: empty key", key)
 	}
 	now := time.Now().UnixMicro()
-	err := s.scripts.store.Run(ctx, s.client, nil, s.prefix, k, value, now).Err()
+	var err error
+	if s.cluster != nil {
+		err = s.clusterStore(ctx, k, value, now)
+	} else {
+		err = s.writeAcked(ctx, s.valueKey(k), s.scripts.store, nil, s.prefix, k, value, now)
+	}
 	if err != nil {
 		return fmt.Errorf("redis store %q: %w", key, err)
 	}
@@ -297,6 +441,12 @@ func (s *Storage) LoadMany(ctx context.Context, keys []string) (values [][]byte,
 // only exists while it has descendants. Deleting a missing key is not an
 // error.
 func (s *Storage) Delete(ctx context.Context, key string) error {
+	if s.cluster != nil {
+		if err := s.clusterDelete(ctx, normalize(key)); err != nil {
+			return fmt.Errorf("redis delete %q: %w", key, err)
+		}
+		return nil
+	}
 	if err := s.scripts.delete.Run(ctx, s.client, nil, s.prefix, normalize(key)).Err(); err != nil {
 		return fmt.Errorf("redis delete %q: %w", key, err)
 	}
@@ -324,6 +474,9 @@ func (s *Storage) Exists(ctx context.Context, key string) bool {
 // errors.Is(err, fs.ErrNotExist); listing a file yields no keys and no
 // error.
 func (s *Storage) List(ctx context.Context, dir string, recursive bool) ([]string, error) {
+	if s.cluster != nil {
+		return s.clusterList(ctx, dir, normalize(dir), recursive)
+	}
 	rec := "0"
 	if recursive {
 		rec = "1"
@@ -359,6 +512,9 @@ func (s *Storage) List(ctx context.Context, dir string, recursive bool) ([]strin
 // errors.Is(err, fs.ErrNotExist).
 func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
 	k := normalize(key)
+	if s.cluster != nil {
+		return s.clusterStat(ctx, key, k)
+	}
 	var (
 		size     *redis.IntCmd
 		modified *redis.StringCmd
@@ -404,9 +560,29 @@ const (
 	fieldModified = "modified"
 )
 
-func (s *Storage) valueKey(k string) string { return s.prefix + ":v:" + k }
-func (s *Storage) dirKey(k string) string   { return s.prefix + ":d:" + k }
-func (s *Storage) lockKey(n string) string  { return s.prefix + ":l:" + n }
+// Key names. The standalone layout (also used with Sentinel) is the
+// package comment's; a Cluster's is described in cluster.go. dirKey is
+// what makes a path a directory: the index ZSET, or the Cluster marker.
+func (s *Storage) valueKey(k string) string {
+	if s.cluster != nil {
+		return s.clusterKey("v", k)
+	}
+	return s.prefix + ":v:" + k
+}
+
+func (s *Storage) dirKey(k string) string {
+	if s.cluster != nil {
+		return s.clusterKey("m", k)
+	}
+	return s.prefix + ":d:" + k
+}
+
+func (s *Storage) lockKey(n string) string {
+	if s.cluster != nil {
+		return s.prefix + ":l:{" + lockTag(n) + "}" + n
+	}
+	return s.prefix + ":l:" + n
+}
 
 // validPrefix limits prefixes to characters that exclude the ':'
 // separator, so that no two prefixes can produce the same Redis key.

@@ -47,6 +47,8 @@ type Server struct {
 	bin        string
 	dir        string
 	persistent bool
+	extra      []string // more command-line options, e.g. --replicaof
+	sentinel   []string // sentinel directives: the process is a sentinel
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -72,11 +74,18 @@ func StartPersistent(t testing.TB) *Server {
 
 func start(t testing.TB, persistent bool) *Server {
 	t.Helper()
+	return startWith(t, &Server{persistent: persistent})
+}
+
+// startWith starts the server s describes (persistent, extra, sentinel)
+// on a free port.
+func startWith(t testing.TB, s *Server) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is required by this test but was not found on PATH (%v); install it, e.g. `apt-get install redis-server`", err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), persistent: persistent}
+	s.t, s.bin, s.dir = t, bin, t.TempDir()
 	s.logPath = filepath.Join(s.dir, "redis.log")
 	// Registered before the process exists so that every exit path
 	// below, including t.Fatal, still kills whatever got started.
@@ -159,13 +168,26 @@ func (s *Server) start() error {
 	if s.persistent {
 		appendOnly = []string{"--appendonly", "yes", "--appendfsync", "always"}
 	}
-	cmd := exec.Command(s.bin, append([]string{
+	args := append([]string{
 		"--port", port,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--dir", s.dir,
 		"--daemonize", "no",
-	}, appendOnly...)...)
+	}, appendOnly...)
+	args = append(args, s.extra...)
+	if s.sentinel != nil {
+		// A sentinel rewrites its configuration file, which must
+		// therefore exist and be its first argument.
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		body := "port " + port + "\nbind 127.0.0.1\ndir " + s.dir + "\n" + strings.Join(s.sentinel, "\n") + "\n"
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			logFile.Close()
+			return err
+		}
+		args = []string{conf, "--sentinel"}
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -259,4 +281,15 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Signal sends sig to the running server, e.g. SIGSTOP to make a replica
+// stop acknowledging writes while its connections stay open.
+func (s *Server) Signal(sig os.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return errors.New("redisserver: not running")
+	}
+	return s.cmd.Process.Signal(sig)
 }
