@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portico-proxy/portico/integration/acmetest"
+	"github.com/portico-proxy/portico/integration/testkit"
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 )
 
@@ -62,7 +63,7 @@ func waitServesAll(t *testing.T, e *env, p *portico, hosts []string, within time
 	t.Helper()
 	for _, h := range hosts {
 		for _, tweak := range []func(*tls.Config){tls13, rsaOnly} {
-			waitFor(t, within, h+" served by "+p.httpsAddr, func() bool {
+			testkit.Eventually(t, within, h+" served by "+p.httpsAddr, func() bool {
 				_, err := tryHandshake(p.httpsAddr, h, e.pebble.IssuerRoots(), tweak)
 				return err == nil
 			})
@@ -93,7 +94,7 @@ func TestFleetSentinelFailover(t *testing.T) {
 	// one name every instance serves already, to check serving while
 	// there is no master
 	var first string
-	waitFor(t, 120*time.Second, "a name served by the whole fleet", func() bool {
+	testkit.Eventually(t, 120*time.Second, "a name served by the whole fleet", func() bool {
 		for _, h := range hosts {
 			if servedByAll(e, fleet, h) {
 				first = h
@@ -112,7 +113,7 @@ func TestFleetSentinelFailover(t *testing.T) {
 	if !servedByAll(e, fleet, first) {
 		t.Errorf("%s not served by every instance right after the master died", first)
 	}
-	waitFor(t, 60*time.Second, "a replica promoted", func() bool {
+	testkit.Eventually(t, 60*time.Second, "a replica promoted", func() bool {
 		addr, err := g.CurrentMaster(t.Context())
 		return err == nil && addr != old
 	})
@@ -120,7 +121,7 @@ func TestFleetSentinelFailover(t *testing.T) {
 	for _, p := range fleet {
 		waitServesAll(t, e, p, hosts, 180*time.Second)
 	}
-	waitFor(t, 60*time.Second, "both key types of every name", func() bool {
+	testkit.Eventually(t, 60*time.Second, "both key types of every name", func() bool {
 		for _, h := range hosts {
 			if rsa, ec := countByKey(e.pebble.IssuedFor(h)); rsa == 0 || ec == 0 {
 				return false
@@ -175,7 +176,7 @@ func TestFleetCluster(t *testing.T) {
 	for _, p := range fleet {
 		waitServesAll(t, e, p, hosts, 180*time.Second)
 	}
-	waitFor(t, 60*time.Second, "both key types of every name", func() bool {
+	testkit.Eventually(t, 60*time.Second, "both key types of every name", func() bool {
 		for _, h := range hosts {
 			if rsa, ec := countByKey(e.pebble.IssuedFor(h)); rsa == 0 || ec == 0 {
 				return false

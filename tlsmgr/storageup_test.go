@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portico-proxy/portico/integration/testkit"
 	redisstorage "github.com/portico-proxy/portico/tlsmgr/storage/redis"
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 )
@@ -25,9 +26,9 @@ func TestStorageUpMetric(t *testing.T) {
 		t.Fatalf("portico_storage_up = %v with Redis running, want 1", got)
 	}
 	srv.Stop()
-	waitUntil(t, 10*time.Second, "portico_storage_up 0", func() bool { return up() == 0 })
+	testkit.Eventually(t, 10*time.Second, "portico_storage_up 0", func() bool { return up() == 0 })
 	srv.Restart()
-	waitUntil(t, 10*time.Second, "portico_storage_up 1", func() bool { return up() == 1 })
+	testkit.Eventually(t, 10*time.Second, "portico_storage_up 1", func() bool { return up() == 1 })
 
 	if got := storageUp(t, &Manager{storage: &certmagic.FileStorage{Path: t.TempDir()}})(); got != 1 {
 		t.Errorf("portico_storage_up = %v for the file backend, want 1", got)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/portico-proxy/portico/integration/testkit"
 	redisstorage "github.com/portico-proxy/portico/tlsmgr/storage/redis"
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 	"github.com/portico-proxy/portico/tlsmgr/storage/storagetest"
@@ -109,9 +110,9 @@ func TestOutageLoggedOnce(t *testing.T) {
 			t.Fatal("Load succeeded with Redis stopped")
 		}
 	}
-	waitFor(t, 10*time.Second, "Up() = false", func() bool { return !s.Up() })
+	testkit.Eventually(t, 10*time.Second, "Up() = false", func() bool { return !s.Up() })
 	srv.Restart()
-	waitFor(t, 10*time.Second, "Up() = true", func() bool { return s.Up() })
+	testkit.Eventually(t, 10*time.Second, "Up() = true", func() bool { return s.Up() })
 	if got, err := s.Load(ctx, "k"); err != nil || string(got) != "v" {
 		t.Fatalf("Load after the outage = %q, %v", got, err)
 	}
