@@ -38,6 +38,8 @@ func scrape(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 			switch {
 			case m.Counter != nil:
 				out[mf.GetName()+key] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[mf.GetName()+key] = m.GetGauge().GetValue()
 			case m.Histogram != nil:
 				out[mf.GetName()+"_count"+key] = float64(m.GetHistogram().GetSampleCount())
 			}

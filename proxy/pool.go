@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/net/http2"
 
 	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/proxy/h1"
@@ -224,12 +223,14 @@ func tlsTransport(cfg config.Pool, base *http.Transport) (*http.Transport, error
 // without TLS (gRPC services), dialled within dial_timeout.
 func h2cTransport(cfg config.Pool) http.RoundTripper {
 	d := &net.Dialer{Timeout: cfg.DialTimeout.Std(), KeepAlive: 30 * time.Second}
-	return &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
-		},
-		ReadIdleTimeout: 30 * time.Second, // pings find a dead connection
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Transport{
+		Proxy:       nil,
+		DialContext: d.DialContext,
+		Protocols:   &protocols,
+		// pings find a connection whose upstream vanished
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second},
 	}
 }
 
