@@ -16,9 +16,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,16 +299,67 @@ func TestPoolPassiveAndRetries(t *testing.T) {
 	}
 }
 
-// TestPoolUpstreamDiesUnderLoad: one of three upstreams dies (its listener
-// and connections gone) while clients send GETs: no GET fails.
+// upstreamProcessEnv makes this test binary serve as an upstream process
+// (TestUpstreamProcess) on the address it names.
+const upstreamProcessEnv = "PORTICO_TEST_UPSTREAM_PROCESS"
+
+// TestUpstreamProcess is not a test: run with upstreamProcessEnv set (by
+// startUpstreamProcess), it is an upstream in a process of its own, which
+// a test can SIGKILL.
+func TestUpstreamProcess(t *testing.T) {
+	addr := os.Getenv(upstreamProcessEnv)
+	if addr == "" {
+		return // an ordinary run: nothing to serve
+	}
+	name := addr[strings.LastIndexByte(addr, ':')+1:]
+	http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, name)
+	}))
+}
+
+// startUpstreamProcess starts this test binary as an upstream on a free
+// port and waits until it answers.
+func startUpstreamProcess(t *testing.T) (url string, proc *os.Process) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestUpstreamProcess$")
+	cmd.Env = append(os.Environ(), upstreamProcessEnv+"="+addr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	eventually(t, "the upstream process answers", func() bool {
+		resp, err := http.Get("http://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	return "http://" + addr, cmd.Process
+}
+
+// TestPoolUpstreamDiesUnderLoad: one of three upstream processes is
+// SIGKILLed while clients send GETs: no GET fails.
 func TestPoolUpstreamDiesUnderLoad(t *testing.T) {
 	for _, p := range twoPaths {
 		t.Run(p.name, func(t *testing.T) {
-			a, b, c := newNamedUpstream(t, "a"), newNamedUpstream(t, "b"), newNamedUpstream(t, "c")
-			pc := withDefaults(config.Pool{Name: "app", Upstreams: urls(a, b, c)})
+			var ups []string
+			var procs []*os.Process
+			for range 3 {
+				u, proc := startUpstreamProcess(t)
+				ups, procs = append(ups, u), append(procs, proc)
+			}
+			pc := withDefaults(config.Pool{Name: "app", Upstreams: ups})
 			ts := startServer(t, poolConfig(pc, config.Site{}))
-			var failed atomic.Int64
-			var total atomic.Int64
+			var failed, total atomic.Int64
+			var mu sync.Mutex
+			seen := map[string]int{}
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			for range 4 {
@@ -321,25 +375,35 @@ func TestPoolUpstreamDiesUnderLoad(t *testing.T) {
 						}
 						resp, err := cl.Get("https://app.example.com/x")
 						total.Add(1)
-						if err != nil || resp.StatusCode != 200 {
+						if err != nil {
+							failed.Add(1)
+							continue
+						}
+						body, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
 							failed.Add(1)
 						}
-						if err == nil {
-							io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-						}
+						mu.Lock()
+						seen[string(body)]++
+						mu.Unlock()
 					}
 				}()
 			}
-			eventually(t, "load on every upstream", func() bool { return a.hits.Load() > 20 && b.hits.Load() > 20 })
-			b.CloseClientConnections()
-			b.Listener.Close() // b is gone: connections reset, new ones refused
+			eventually(t, "load on every upstream", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(seen) == 3
+			})
+			if err := procs[1].Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
 			n := total.Load()
-			eventually(t, "200 more requests after b died", func() bool { return total.Load() > n+200 })
+			eventually(t, "300 more requests after the SIGKILL", func() bool { return total.Load() > n+300 })
 			close(stop)
 			wg.Wait()
 			if f := failed.Load(); f != 0 {
-				t.Errorf("%d of %d GETs failed when one upstream of three died", f, total.Load())
+				t.Errorf("%d of %d GETs failed when one upstream process of three was killed", f, total.Load())
 			}
 		})
 	}
