@@ -160,7 +160,7 @@ func withAltSvc(altSvc string, next http.Handler) http.Handler {
 // for (its desiredBufferSize): smaller buffers drop packets under load.
 const udpBufferWanted = 7 << 20
 
-var quietOnce, warnOnce sync.Once
+var quietOnce sync.Once
 
 // quietQUICBufferWarning turns off quic-go's own warning about small UDP
 // buffers, which it writes once per process with the standard library's
@@ -175,17 +175,18 @@ func quietQUICBufferWarning() {
 	})
 }
 
-// warnSmallUDPBuffers logs once per process when the kernel kept the UDP
-// socket's buffers below what quic-go asked for (net.core.rmem_max and
-// wmem_max on Linux cap them for a process without CAP_NET_ADMIN).
+// warnSmallUDPBuffers logs, once per start (there is one UDP socket), when
+// the kernel kept the socket's buffers below what quic-go asked for
+// (net.core.rmem_max and wmem_max on Linux cap them for a process without
+// CAP_NET_ADMIN).
 func (s *Server) warnSmallUDPBuffers(c *net.UDPConn) {
 	rcv, snd, ok := udpBufferSizes(c)
 	if !ok || rcv >= udpBufferWanted && snd >= udpBufferWanted {
 		return
 	}
-	warnOnce.Do(func() {
-		s.logger.Warn("the kernel's UDP buffers are smaller than HTTP/3 needs under load; raise them (see https://github.com/quic-go/quic-go/wiki/UDP-Buffer-Sizes)",
-			zap.Int("receive_buffer", rcv), zap.Int("send_buffer", snd), zap.Int("wanted", udpBufferWanted),
-			zap.String("fix", "sysctl -w net.core.rmem_max="+strconv.Itoa(udpBufferWanted)+" net.core.wmem_max="+strconv.Itoa(udpBufferWanted)))
-	})
+	s.logger.Warn(msgSmallUDPBuffers,
+		zap.Int("receive_buffer", rcv), zap.Int("send_buffer", snd), zap.Int("wanted", udpBufferWanted),
+		zap.String("fix", "sysctl -w net.core.rmem_max="+strconv.Itoa(udpBufferWanted)+" net.core.wmem_max="+strconv.Itoa(udpBufferWanted)))
 }
+
+const msgSmallUDPBuffers = "the kernel's UDP buffers are smaller than HTTP/3 needs under load; raise them (see https://github.com/quic-go/quic-go/wiki/UDP-Buffer-Sizes)"

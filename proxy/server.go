@@ -6,7 +6,8 @@
 //
 // HTTPS requests over HTTP/1.1 take a fast path (fastpath.go) that does
 // not use net/http; HTTP/2, port 80 and whatever the fast path hands over
-// are served by net/http with httputil.ReverseProxy. Every path sends
+// are served by net/http with httputil.ReverseProxy, and HTTP/3 (when on)
+// by quic-go's http3 server with the same handlers (http3.go). Every path sends
 // plain upstream requests over the same pooled connections (transport.go).
 package proxy
 
