@@ -122,6 +122,13 @@ func (f *h3Front) connContext(max int) func(context.Context, *quic.ClientInfo) (
 // shutdown stops taking connections, lets the open ones finish their
 // requests (they are sent GOAWAY) until ctx ends, then closes the rest
 // and the socket.
+//
+// A connection is closed by its client once GOAWAY came and its requests
+// are answered (RFC 9114 §5.2; quic-go's client, browsers and curl do);
+// one that stays open is closed when ctx ends. Portico does not close an
+// idle-looking QUIC connection itself, as net/http does a TCP one: a
+// QUIC close discards response data not yet acknowledged, which a TCP
+// close leaves for the kernel to deliver.
 func (f *h3Front) shutdown(ctx context.Context) error {
 	// handshakes in flight are refused from here; accepted connections
 	// go on
