@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/zap"
@@ -266,6 +267,32 @@ func TestHTTP3AccessLog(t *testing.T) {
 		l.Site != "app.example.com" || l.RemoteIP != "127.0.0.1" || l.UserAgent != "probe/h3" || l.Bytes == 0 ||
 		l.Upstream != strings.TrimPrefix(api.URL, "http://") || l.RequestID != e.Header.Get("X-Request-Id") {
 		t.Errorf("access log line %+v", l)
+	}
+}
+
+// TestHTTP3Metrics: HTTP/3 requests are counted per site and class, as
+// TCP ones are.
+func TestHTTP3Metrics(t *testing.T) {
+	up := echoUpstream(t, "a")
+	ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, up.URL), proxySite([]string{"down.example.com"}, closedURL(t))), certs(t))
+	reg := prometheus.NewRegistry()
+	if err := ts.srv.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := ts.h3Client(t, certs(t).pool)
+	getSeen(t, c, "https://app.example.com/", nil)
+	if resp, _ := get(t, c, "https://down.example.com/"); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("down.example.com: %s, want 502", resp.Status)
+	}
+	got := scrape(t, reg)
+	for key, want := range map[string]float64{
+		requests("app.example.com", "2xx"):  1,
+		requests("down.example.com", "5xx"): 1,
+		durations("app.example.com"):        1,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
 	}
 }
 
