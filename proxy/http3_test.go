@@ -565,3 +565,25 @@ func BenchmarkProxyHTTP3(b *testing.B) {
 		})
 	}
 }
+
+// TestHTTP3IsFixedAtStart: turning http3 on or off in a reload is
+// reported as taking effect at the next restart.
+func TestHTTP3IsFixedAtStart(t *testing.T) {
+	if got := fixedListenChanges(config.Listen{}, config.Listen{HTTP3: true}); !slices.Equal(got, []string{"http3"}) {
+		t.Errorf("fixedListenChanges = %q, want [http3]", got)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	up := echoUpstream(t, "a")
+	ts := startH3Logged(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), certs(t), zap.New(core))
+	if err := ts.srv.Swap(testConfig(proxySite([]string{"app.example.com"}, up.URL))); err != nil {
+		t.Fatal(err)
+	}
+	w := logs.FilterMessageSnippet("take effect at the next restart").All()
+	if len(w) != 1 || !slices.Contains(w[0].ContextMap()["keys"].([]any), any("http3")) {
+		t.Errorf("warnings after a reload that turns http3 off: %+v", w)
+	}
+	c, _ := ts.h3Client(t, certs(t).pool)
+	if s := getSeen(t, c, "https://app.example.com/", nil); s.Upstream != "a" {
+		t.Errorf("HTTP/3 after the reload reached %q", s.Upstream)
+	}
+}
