@@ -38,6 +38,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // h3Client is an HTTP/3 client that sends every request to the proxy's
@@ -61,14 +62,21 @@ func (ts *testServer) h3Client(t *testing.T, roots *x509.CertPool) (*http.Client
 	}, dials
 }
 
-// startH3 starts a proxy for cfg with http3 on, its certificates from src.
-func startH3(t *testing.T, cfg *config.Config, src Certificates) *testServer {
+// startH3 starts a proxy for cfg with http3 on, serving the tests'
+// certificate (ts.certs).
+func startH3(t *testing.T, cfg *config.Config) *testServer {
 	t.Helper()
-	return startH3Logged(t, cfg, src, zap.NewNop())
+	return startH3Logged(t, cfg, nil, zap.NewNop())
 }
 
+// startH3Logged is startH3 with the certificates of src (nil: the tests'
+// certificate) and a logger.
 func startH3Logged(t *testing.T, cfg *config.Config, src Certificates, logger *zap.Logger) *testServer {
 	t.Helper()
+	c := certs(t)
+	if src == nil {
+		src = c.Source()
+	}
 	cfg.Listen.HTTP3 = true
 	srv, err := New(cfg, src, logger)
 	if err != nil {
@@ -83,7 +91,7 @@ func startH3Logged(t *testing.T, cfg *config.Config, src Certificates, logger *z
 		srv.Shutdown(ctx)
 	})
 	h, s := srv.Addrs()
-	return &testServer{srv: srv, httpAddr: h, https: s, certs: certs(t)}
+	return &testServer{srv: srv, httpAddr: h, https: s, certs: c}
 }
 
 // keyTypeCerts holds an RSA and an ECDSA certificate for the same names
@@ -186,7 +194,7 @@ func TestHTTP3CertificatePerClientHello(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			src := &keyTypeCerts{rsa: shared.rsa, ecdsa: shared.ecdsa, pool: shared.pool, narrow: tt.narrow}
-			ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), src)
+			ts := startH3Logged(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), src, zap.NewNop())
 			c, _ := ts.h3Client(t, src.pool)
 			resp, body := get(t, c, "https://app.example.com/x")
 			if resp.StatusCode != 200 || resp.Proto != "HTTP/3.0" || !strings.Contains(body, `"Upstream":"a"`) {
@@ -198,10 +206,10 @@ func TestHTTP3CertificatePerClientHello(t *testing.T) {
 		})
 	}
 	t.Run("acme-tls/1", func(t *testing.T) {
-		ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), certs(t))
+		ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)))
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		conn, err := quic.DialAddr(ctx, ts.https, &tls.Config{RootCAs: certs(t).pool, ServerName: "app.example.com", NextProtos: []string{"acme-tls/1"}}, nil)
+		conn, err := quic.DialAddr(ctx, ts.https, &tls.Config{RootCAs: ts.certs.Pool, ServerName: "app.example.com", NextProtos: []string{"acme-tls/1"}}, nil)
 		if err == nil {
 			conn.CloseWithError(0, "")
 			t.Fatal("a QUIC handshake for acme-tls/1 succeeded")
@@ -217,8 +225,8 @@ func TestHTTP3CertificatePerClientHello(t *testing.T) {
 // connection's certificate does not cover.
 func TestHTTP3RoutesHeaderRulesAndAuthority(t *testing.T) {
 	web, api, admin := headerEchoUpstream(t, "web"), headerEchoUpstream(t, "api"), headerEchoUpstream(t, "admin")
-	ts := startH3(t, routedConfig(t, web.URL, api.URL, admin.URL), certs(t))
-	c, _ := ts.h3Client(t, certs(t).pool)
+	ts := startH3(t, routedConfig(t, web.URL, api.URL, admin.URL))
+	c, _ := ts.h3Client(t, ts.certs.Pool)
 
 	e, resp := echoAt(t, c, "https://app.example.com/api/users?id=7", http.Header{"X-Debug": {"1"}})
 	if resp.Proto != "HTTP/3.0" || e.Name != "api" || e.URI != "/users?id=7" {
@@ -245,7 +253,7 @@ func TestHTTP3RoutesHeaderRulesAndAuthority(t *testing.T) {
 
 	// the client presents app.example.com in SNI and asks for a name the
 	// certificate does not cover
-	mis, _ := ts.h3Client(t, certs(t).pool)
+	mis, _ := ts.h3Client(t, ts.certs.Pool)
 	mis.Transport.(*http3.Transport).TLSClientConfig.ServerName = "app.example.com"
 	if resp, body := get(t, mis, "https://elsewhere.test/"); resp.StatusCode != http.StatusMisdirectedRequest {
 		t.Errorf("Host outside the certificate: %s %q, want 421", resp.Status, body)
@@ -259,8 +267,8 @@ func TestHTTP3AccessLog(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	cfg := routedConfig(t, web.URL, api.URL, web.URL)
 	cfg.Log = config.Log{Access: logPath, AccessFormat: "json"}
-	ts := startH3(t, cfg, certs(t))
-	c, _ := ts.h3Client(t, certs(t).pool)
+	ts := startH3(t, cfg)
+	c, _ := ts.h3Client(t, ts.certs.Pool)
 	e, _ := echoAt(t, c, "https://app.example.com/api/x?q=h3", http.Header{"User-Agent": {"probe/h3"}})
 	l := readAccessLog(t, logPath, 1)[0]
 	if l.Proto != "HTTP/3.0" || l.TLSVersion != "TLSv1.3" || l.Status != 200 || l.URI != "/api/x?q=h3" || l.Route != "/api/*" ||
@@ -274,12 +282,12 @@ func TestHTTP3AccessLog(t *testing.T) {
 // TCP ones are.
 func TestHTTP3Metrics(t *testing.T) {
 	up := echoUpstream(t, "a")
-	ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, up.URL), proxySite([]string{"down.example.com"}, closedURL(t))), certs(t))
+	ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, up.URL), proxySite([]string{"down.example.com"}, closedURL(t))))
 	reg := prometheus.NewRegistry()
 	if err := ts.srv.RegisterMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := ts.h3Client(t, certs(t).pool)
+	c, _ := ts.h3Client(t, ts.certs.Pool)
 	getSeen(t, c, "https://app.example.com/", nil)
 	if resp, _ := get(t, c, "https://down.example.com/"); resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("down.example.com: %s, want 502", resp.Status)
@@ -302,7 +310,7 @@ func TestHTTP3Metrics(t *testing.T) {
 func TestHTTP3AltSvc(t *testing.T) {
 	up := echoUpstream(t, "a")
 	cfg := testConfig(proxySite([]string{"app.example.com"}, up.URL), proxySite([]string{"down.example.com"}, closedURL(t)))
-	ts := startH3(t, cfg, certs(t))
+	ts := startH3(t, cfg)
 	want := `h3=":` + ts.httpsPort() + `"; ma=86400`
 	clients := pathClients(t, ts, "app.example.com")
 	for _, p := range paths {
@@ -326,8 +334,8 @@ func TestHTTP3AltSvc(t *testing.T) {
 // open keeps them serving, with the new routes, on the same connections.
 func TestHTTP3SwapUnderOpenConnection(t *testing.T) {
 	a, b := echoUpstream(t, "a"), echoUpstream(t, "b")
-	ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, a.URL)), certs(t))
-	c, dials := ts.h3Client(t, certs(t).pool)
+	ts := startH3(t, testConfig(proxySite([]string{"app.example.com"}, a.URL)))
+	c, dials := ts.h3Client(t, ts.certs.Pool)
 	if s := getSeen(t, c, "https://app.example.com/", nil); s.Upstream != "a" {
 		t.Fatalf("before Swap: %q", s.Upstream)
 	}
@@ -369,8 +377,8 @@ func TestHTTP3ShutdownDrains(t *testing.T) {
 	var releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
 
-	ts := startH3(t, testConfig(proxySite([]string{"slow.example.com"}, slow.URL)), certs(t))
-	c, _ := ts.h3Client(t, certs(t).pool)
+	ts := startH3(t, testConfig(proxySite([]string{"slow.example.com"}, slow.URL)))
+	c, _ := ts.h3Client(t, ts.certs.Pool)
 	type result struct {
 		status int
 		body   string
@@ -440,10 +448,10 @@ func TestHTTP3MaxConnections(t *testing.T) {
 	up := echoUpstream(t, "a")
 	cfg := testConfig(proxySite([]string{"app.example.com"}, up.URL))
 	cfg.Listen.MaxConnections = 1
-	ts := startH3(t, cfg, certs(t))
+	ts := startH3(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	tc := &tls.Config{RootCAs: certs(t).pool, NextProtos: []string{http3.NextProtoH3}, ServerName: "app.example.com"}
+	tc := &tls.Config{RootCAs: ts.certs.Pool, NextProtos: []string{http3.NextProtoH3}, ServerName: "app.example.com"}
 	first, err := quic.DialAddr(ctx, ts.https, tc, nil)
 	if err != nil {
 		t.Fatalf("first connection: %v", err)
@@ -465,7 +473,7 @@ func TestHTTP3MaxConnections(t *testing.T) {
 func TestHTTP3WarnsOfSmallUDPBuffers(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	up := echoUpstream(t, "a")
-	ts := startH3Logged(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), certs(t), zap.New(core))
+	ts := startH3Logged(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), nil, zap.New(core))
 	rcv, snd, ok := udpBufferSizes(ts.srv.h3.udp)
 	small := ok && (rcv < udpBufferWanted || snd < udpBufferWanted)
 	if n := logs.FilterMessage(msgSmallUDPBuffers).Len(); small && n != 1 || !small && n != 0 {
@@ -499,11 +507,11 @@ func TestHTTP3WarnsOfSmallUDPBuffers(t *testing.T) {
 //	go test ./proxy -run '^$' -bench BenchmarkProxyHTTP3 -benchtime 3s
 func BenchmarkProxyHTTP3(b *testing.B) {
 	const host = "bench.test"
-	bc := newBenchCerts(b, host)
+	bc := testkit.SelfSigned(b, host)
 	cfg := benchConfig(host, benchUpstream(b, 1024, nil))
 	cfg.Listen.HTTP3 = true
 	addr := startBenchProxy(b, bc, cfg)
-	tc := &tls.Config{RootCAs: bc.pool, ServerName: host}
+	tc := &tls.Config{RootCAs: bc.Pool, ServerName: host}
 	h2 := &http.Transport{
 		TLSClientConfig:   tc,
 		ForceAttemptHTTP2: true,
@@ -574,7 +582,7 @@ func TestHTTP3IsFixedAtStart(t *testing.T) {
 	}
 	core, logs := observer.New(zap.WarnLevel)
 	up := echoUpstream(t, "a")
-	ts := startH3Logged(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), certs(t), zap.New(core))
+	ts := startH3Logged(t, testConfig(proxySite([]string{"app.example.com"}, up.URL)), nil, zap.New(core))
 	if err := ts.srv.Swap(testConfig(proxySite([]string{"app.example.com"}, up.URL))); err != nil {
 		t.Fatal(err)
 	}
@@ -582,7 +590,7 @@ func TestHTTP3IsFixedAtStart(t *testing.T) {
 	if len(w) != 1 || !slices.Contains(w[0].ContextMap()["keys"].([]any), any("http3")) {
 		t.Errorf("warnings after a reload that turns http3 off: %+v", w)
 	}
-	c, _ := ts.h3Client(t, certs(t).pool)
+	c, _ := ts.h3Client(t, ts.certs.Pool)
 	if s := getSeen(t, c, "https://app.example.com/", nil); s.Upstream != "a" {
 		t.Errorf("HTTP/3 after the reload reached %q", s.Upstream)
 	}
