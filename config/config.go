@@ -109,6 +109,11 @@ type Listen struct {
 	// MaxHeaderBytes caps the size of a request's line and headers;
 	// larger requests get 431.
 	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// HTTP3 serves HTTP/3 (QUIC) on the UDP port of the HTTPS address,
+	// beside TCP, and announces it with Alt-Svc on HTTP/1.1 and HTTP/2
+	// answers. Off by default: it needs the UDP port open in firewalls and
+	// load balancers, which a TCP-only deployment may not have.
+	HTTP3 bool `toml:"http3"`
 }
 
 // Storage selects where certificates, keys, the ACME account and the

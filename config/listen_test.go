@@ -144,3 +144,31 @@ func TestListenTrustEveryoneWarns(t *testing.T) {
 		}
 	}
 }
+
+// TestListenHTTP3: http3 is off by default, on when set, and refused
+// without the https listener whose UDP port it would use.
+func TestListenHTTP3(t *testing.T) {
+	cfg, _ := mustParse(t, acmeOK+siteOK, nil)
+	if cfg.Listen.HTTP3 {
+		t.Error("HTTP3 is on by default")
+	}
+	cfg, _ = mustParse(t, acmeOK+siteOK+"[listen]\nhttp3 = true\n", nil)
+	if !cfg.Listen.HTTP3 {
+		t.Error("http3 = true left HTTP3 off")
+	}
+	src := acmeOK + siteOK + "[listen]\nhttps = \"\"\nhttp3 = true " + marker + "\n"
+	path, _ := writeConfig(t, src, nil)
+	_, err := config.Parse(path, []byte(src))
+	var found bool
+	for _, p := range problemsOf(t, err) {
+		if p.Key == "listen.http3" {
+			found = true
+			if !strings.Contains(p.Msg, "UDP port of the https listener") || !strings.Contains(p.Fix, "http3 = false") || p.Line != markedLine(t, src) {
+				t.Errorf("problem %q (line %d)", p.Error(), p.Line)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no listen.http3 problem in:\n%v", err)
+	}
+}

@@ -396,9 +396,20 @@ func (v *validator) validateListen(cfg *Config) {
 				Fix: `set admin_token = "{env.PORTICO_ADMIN_TOKEN}" in [listen] and export a long random value, or listen on "127.0.0.1:2019" or a unix socket path`})
 		}
 	}
+	v.validateHTTP3(&cfg.Listen)
 	v.validateAdminToken(cfg.Listen.AdminToken)
 	v.validateHardening(&cfg.Listen)
 	v.sharedAddresses(&cfg.Listen)
+}
+
+// validateHTTP3 checks that http3 has a UDP port to listen on: QUIC runs
+// on the port of the https address, on the same host, so https must be a
+// host:port (checked as such above). It cannot be off today; this check
+// says why http3 needs it should that change.
+func (v *validator) validateHTTP3(l *Listen) {
+	if l.HTTP3 && l.HTTPS == "" {
+		v.bad("listen.http3", `set https = ":443", or http3 = false`, "HTTP/3 runs on the UDP port of the https listener, and https is off")
+	}
 }
 
 // validateHardening checks the [listen] keys that protect the listeners

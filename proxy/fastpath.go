@@ -58,6 +58,7 @@ type fastServer struct {
 	up      *h1.Conns
 	handoff func(net.Conn) // gives a connection to net/http's server
 	ctx     context.Context
+	altSvc  string // the Alt-Svc value announcing HTTP/3; "": off
 
 	mu       sync.Mutex
 	conns    map[*fastConn]struct{}
@@ -80,6 +81,7 @@ func newFastServer(ctx context.Context, s *Server, lim limits, up *h1.Conns) *fa
 type fastConn struct {
 	tc       *tls.Conn
 	cc       *certConn // under tc: the certificate presented
+	altSvc   string    // the server's, for the response heads (relay.go)
 	state    atomic.Int32
 	upstream atomic.Pointer[h1.Conn] // in use, for a forced close
 	peer     netip.Addr              // the client's address, for trusted_proxies
@@ -112,7 +114,7 @@ type fastConn struct {
 
 // serve is the life of an HTTP/1.x connection after its TLS handshake.
 func (f *fastServer) serve(tc *tls.Conn) {
-	c := &fastConn{tc: tc, cc: certConnOf(tc)}
+	c := &fastConn{tc: tc, cc: certConnOf(tc), altSvc: f.altSvc}
 	if !f.track(c) {
 		tc.Close()
 		return
@@ -607,6 +609,7 @@ func (f *fastServer) sendError(c *fastConn, site *Site, code int, msg string, ke
 		w.WriteString(site.hsts)
 		w.WriteString("\r\n")
 	}
+	writeAltSvc(w, c.altSvc)
 	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ")
 	w.Write(h1.AppendInt(w.AvailableBuffer(), int64(len(msg)+1)))
 	if !keep {

@@ -19,6 +19,7 @@ import (
 //	:80   TCP ─► limitListener ─► framingListener ─► http.Server (HTTP/1.x)
 //	:443  TCP ─► limitListener ─► tlsListener ─┬─► *tls.Conn ─► http.Server (h2)
 //	                                           └─► tlsSniffConn ─► http.Server (HTTP/1.x)
+//	:443  UDP ─► quic.Transport ─► http3.Server (HTTP/3, [listen] http3; http3.go)
 //
 // The limit counts TCP connections, handshakes included. The framing
 // tracker (framing.go) has to see HTTP/1.x bytes after decryption, and

@@ -81,8 +81,18 @@ func writeRequestHead(w *bufio.Writer, h *h1.RequestHead, c *fastConn, site *Sit
 	w.WriteString("\r\n")
 }
 
+// writeAltSvc writes the Alt-Svc field announcing HTTP/3 (http3.go), when
+// it is on.
+func writeAltSvc(w *bufio.Writer, altSvc string) {
+	if altSvc != "" {
+		w.WriteString("Alt-Svc: ")
+		w.WriteString(altSvc)
+		w.WriteString("\r\n")
+	}
+}
+
 // writeResponseHead writes the client's response head for r: the
-// upstream's status and end-to-end headers, HSTS, and framing of its own
+// upstream's status and end-to-end headers, HSTS, Alt-Svc, and framing of its own
 // (the body is re-framed: Content-Length when known, chunked otherwise).
 // An informational (1xx) head is written as it is.
 func writeResponseHead(w *bufio.Writer, r *h1.ResponseHead, site *Site, c *fastConn, informational, keep bool) {
@@ -94,6 +104,9 @@ func writeResponseHead(w *bufio.Writer, r *h1.ResponseHead, site *Site, c *fastC
 		w.WriteString("Strict-Transport-Security: ")
 		w.WriteString(site.hsts)
 		w.WriteString("\r\n")
+	}
+	if !informational {
+		writeAltSvc(w, c.altSvc)
 	}
 	for _, f := range r.Fields {
 		switch f.Kind {

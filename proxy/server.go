@@ -6,7 +6,8 @@
 //
 // HTTPS requests over HTTP/1.1 take a fast path (fastpath.go) that does
 // not use net/http; HTTP/2, port 80 and whatever the fast path hands over
-// are served by net/http with httputil.ReverseProxy. Every path sends
+// are served by net/http with httputil.ReverseProxy, and HTTP/3 (when on)
+// by quic-go's http3 server with the same handlers (http3.go). Every path sends
 // plain upstream requests over the same pooled connections (transport.go).
 package proxy
 
@@ -72,6 +73,7 @@ type Server struct {
 	stopFast context.CancelFunc // ends the fast path's dials and pool
 	httpLn   net.Listener
 	httpsLn  net.Listener
+	h3       *h3Front // nil: [listen] http3 off
 	serveErr chan error
 }
 
@@ -194,6 +196,9 @@ func fixedListenChanges(running, next config.Listen) []string {
 	if running.MaxHeaderBytes != next.MaxHeaderBytes {
 		keys = append(keys, "max_header_bytes")
 	}
+	if running.HTTP3 != next.HTTP3 {
+		keys = append(keys, "http3")
+	}
 	return keys
 }
 
@@ -269,11 +274,19 @@ func (s *Server) TLSConfig() *tls.Config {
 
 // getCertificate is the certificate source's, noting on the connection
 // the certificate it presents, which each request's Host is checked
-// against (authority.go).
+// against (authority.go). A TCP connection is a certConn; a QUIC
+// handshake has no net.Conn, and finds its certConn in the context
+// (http3.go).
 func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	cert, err := s.certs.GetCertificate(hello)
-	if cc, ok := hello.Conn.(*certConn); ok && err == nil {
-		cc.cert = cert
+	if err == nil {
+		cc, ok := hello.Conn.(*certConn)
+		if !ok {
+			cc, _ = hello.Context().Value(certConnKey{}).(*certConn)
+		}
+		if cc != nil {
+			cc.cert = cert
+		}
 	}
 	return cert, err
 }
@@ -286,8 +299,9 @@ type SessionTickets interface {
 }
 
 // Start opens the listeners and serves in the background. An address in use
-// or not permitted is returned at once, before anything is served: both
-// listeners are opened before either serves, and a failure closes the other.
+// or not permitted is returned at once, before anything is served: the
+// listeners (with http3, the UDP one too) are opened before any serves,
+// and a failure closes the others.
 //
 // Each listener accepts at most [listen] max_connections at once; a client
 // has header_timeout to complete the TLS handshake and to send each
@@ -309,11 +323,26 @@ func (s *Server) Start() error {
 			return fmt.Errorf("listen http on %s: %w", s.httpAddr, listenHint(err))
 		}
 	}
+	lim := s.limits()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	// the TCP handler chain, and the HTTP/3 listener's
+	var h http.Handler = s.accessLogged(s.refuseMalformed(http.HandlerFunc(s.serveHTTPS)))
+	if s.listen.HTTP3 {
+		h3, err := s.startHTTP3(port, lim, h)
+		if err != nil {
+			ln.Close()
+			if hl != nil {
+				hl.Close()
+			}
+			return err
+		}
+		s.h3 = h3
+		h = s.accessLogged(withAltSvc(h3.altSvc, s.refuseMalformed(http.HandlerFunc(s.serveHTTPS))))
+	}
 	s.httpsLn, s.httpLn = ln, hl
-	if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && port != "443" {
+	if port != "443" {
 		s.httpsPort = port
 	}
-	lim := s.limits()
 	limit := func(l net.Listener) net.Listener {
 		if lim.maxConns > 0 {
 			return newLimitListener(l, lim.maxConns)
@@ -321,13 +350,16 @@ func (s *Server) Start() error {
 		return l
 	}
 	httpsLog := zap.NewStdLog(s.logger.Named("https"))
-	https := s.httpServer(lim, s.accessLogged(s.refuseMalformed(http.HandlerFunc(s.serveHTTPS))), httpsLog)
+	https := s.httpServer(lim, h, httpsLog)
 	// A TLSConfig with "h2" makes Serve set up HTTP/2 for the *tls.Conn
 	// the listener hands over; the listener does the handshakes with its
 	// own copy.
 	https.TLSConfig = s.TLSConfig()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.fast, s.stopFast = newFastServer(ctx, s, lim, s.upConns), cancel
+	if s.h3 != nil {
+		s.fast.altSvc = s.h3.altSvc
+	}
 	go s.upConns.Run(ctx)
 	tl := newTLSListener(limit(ln), s.TLSConfig(), lim.headerTimeout, lim.headLimit(), httpsLog.Printf, s.fast.serve)
 	s.fast.handoff = tl.deliver
@@ -484,12 +516,15 @@ func (s *Server) Addrs() (httpAddr, httpsAddr string) {
 // requests finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	servers, fast, stopFast := s.servers, s.fast, s.stopFast
+	servers, fast, stopFast, h3 := s.servers, s.fast, s.stopFast, s.h3
 	s.mu.Unlock()
 	// Shut the servers down together: one at a time would keep accepting on
 	// the second listener while the first drains.
-	errs := make([]error, len(servers)+1)
+	errs := make([]error, len(servers)+2)
 	var wg sync.WaitGroup
+	if h3 != nil {
+		wg.Go(func() { errs[len(servers)+1] = h3.shutdown(ctx) })
+	}
 	if fast != nil {
 		wg.Add(1)
 		go func() {

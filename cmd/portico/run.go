@@ -125,7 +125,7 @@ func (a *app) start() error {
 	}
 	httpAddr, httpsAddr := srv.Addrs()
 	a.logger.Info("portico started", zap.String("version", versionString()), zap.String("config", a.cfg.Path),
-		zap.String("http", httpAddr), zap.String("https", httpsAddr), zap.String("admin", adminAddr), zap.Int("sites", len(a.cfg.Sites)))
+		zap.String("http", httpAddr), zap.String("https", httpsAddr), zap.Bool("http3", a.cfg.Listen.HTTP3), zap.String("admin", adminAddr), zap.Int("sites", len(a.cfg.Sites)))
 	certs.Start()
 	if err := certs.Apply(context.Background(), a.cfg); err != nil {
 		// checked above: only a change since (in the AWS environment,
