@@ -91,6 +91,13 @@ func (m *caInTheMiddle) rootsFile(t *testing.T) string {
 	return path
 }
 
+// viaMiddle points a config made by e.acmeConfig at the middle instead of
+// at e's Pebble.
+func (m *caInTheMiddle) viaMiddle(t *testing.T, e *env, cfg string) string {
+	cfg = strings.Replace(cfg, fmt.Sprintf("ca = %q", e.pebble.DirectoryURL()), fmt.Sprintf("ca = %q", m.srv.URL+"/dir"), 1)
+	return strings.Replace(cfg, fmt.Sprintf("ca_roots = [%q]", e.pebble.RootsFile()), fmt.Sprintf("ca_roots = [%q]", m.rootsFile(t)), 1)
+}
+
 // TestCAFaults: a CA that returns errors gets each failure recorded and the
 // site served once it recovers; a slow CA still issues; a CA that hangs does
 // not stop Portico from serving what it has, reloading, or shutting down
@@ -103,9 +110,7 @@ func TestCAFaults(t *testing.T) {
 	mitm := startCAInTheMiddle(t, e.pebble)
 	mitm.mode.Store("fail")
 	dir := t.TempDir()
-	base := strings.Replace(e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`), fmt.Sprintf("ca = %q", e.pebble.DirectoryURL()),
-		fmt.Sprintf("ca = %q", mitm.srv.URL+"/dir"), 1)
-	base = strings.Replace(base, fmt.Sprintf("ca_roots = [%q]", e.pebble.RootsFile()), fmt.Sprintf("ca_roots = [%q]", mitm.rootsFile(t)), 1)
+	base := mitm.viaMiddle(t, e, e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`))
 	base += "backoff = [\"1s\"]\n"
 	cfg := base + site([]string{"a.faults.test"}, `respond = "a"`)
 	p := startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
