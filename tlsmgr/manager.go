@@ -356,7 +356,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	sni := cfg.Listen.DefaultSNI
 	m.defaultSNI.Store(&sni)
 	covered := m.applyStatic(ctx, cfg.Certificates)
-	m.applySAN(ctx, m.sanGroupsOf(cfg, covered))
+	sanAdded := m.applySAN(ctx, m.sanGroupsOf(cfg, covered))
 	want := map[string]struct{}{}
 	vars := map[string]*variant{}
 	for _, s := range cfg.Sites {
@@ -424,6 +424,8 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 		m.loader.loadAll(ctx, added)
 		m.refresh(added...)
 		m.logger.Info("names managed", zap.Strings("names", added), zap.Duration("load_took", time.Since(start)))
+	}
+	if len(added) > 0 || sanAdded {
 		m.sched.kick()
 	}
 }

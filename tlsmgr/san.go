@@ -224,8 +224,11 @@ func (m *Manager) sanGroupsOf(cfg *config.Config, covered map[string]bool) map[s
 }
 
 // applySAN makes the managed SAN groups those of cfg: new groups are loaded
-// from storage, removed groups leave the cache.
-func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) {
+// from storage, removed groups leave the cache. It reports whether a group is
+// new, so that Apply starts a pass that orders what storage did not have, as
+// it does for new per-host names, instead of leaving it to the first
+// periodic pass (up to check_interval later).
+func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) (added bool) {
 	byName := map[string]*sanGroup{}
 	for _, g := range groups {
 		byName[g.label()] = g
@@ -256,6 +259,7 @@ func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) {
 		if _, had := old[id]; had {
 			continue
 		}
+		added = true
 		for _, f := range g.v.families {
 			if _, err := m.loadSAN(ctx, g, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				m.logger.Warn("could not load shared certificate; will retry", zap.String("certificate", g.label()), zap.Error(err))
@@ -263,6 +267,7 @@ func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) {
 		}
 		m.logger.Info("shared certificate managed", zap.String("certificate", g.label()), zap.Strings("names", g.names))
 	}
+	return added
 }
 
 func (m *Manager) sanGroupList() []*sanGroup {
