@@ -4,7 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,4 +71,58 @@ func TestSharedCertificateOrderedOnApply(t *testing.T) {
 	p.signal(sigHUP)
 	p.waitLog("config reloaded", 10*time.Second)
 	waitShared(t, e, "127.0.0.1", second, 60*time.Second, nil)
+}
+
+// TestConfiguredNamesNeverAsk: with [on_demand] set, a handshake for a
+// configured name (in a shared certificate or a per-host one) whose
+// certificate is still being ordered never reaches the ask endpoint; it
+// fails at once, and the log says why.
+func TestConfiguredNamesNeverAsk(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	shared := []string{"a.conf.test", "b.conf.test"}
+	for _, h := range append(slices.Clone(shared), "solo.conf.test") {
+		e.dns.SetA(h, "127.0.0.1")
+	}
+	var mu sync.Mutex
+	asked := map[string]int{}
+	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked[r.URL.Query().Get("domain")]++ // and allowed: the test is that no one asks
+	}))
+	t.Cleanup(ask.Close)
+	mitm := startCAInTheMiddle(t, e.pebble)
+	mitm.mode.Store("hang") // every order stays in flight
+	dir := t.TempDir()
+	cfg := mitm.viaMiddle(t, e, e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`)) +
+		fmt.Sprintf("\n[on_demand]\nask = %q\nupstreams = [%q]\nmax_per_minute = 10\n", ask.URL, startEcho(t, "od").URL) +
+		site(shared, "certificate = \"shared\"\nrespond = \"s\"") + site([]string{"solo.conf.test"}, `respond = "p"`)
+	p := startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
+	waitFor(t, 30*time.Second, "orders in flight at the CA", func() bool { return mitm.calls.Load() > 0 })
+
+	for _, h := range append(slices.Clone(shared), "solo.conf.test") {
+		for _, kt := range keyTypes {
+			start := time.Now()
+			if _, err := tryHandshake(e.httpsAddr("127.0.0.1"), h, e.pebble.IssuerRoots(), kt.tweak); err == nil {
+				t.Fatalf("%s: a certificate while every order hangs", h)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("%s: the refusal took %v", h, d)
+			}
+		}
+	}
+	mu.Lock()
+	if len(asked) > 0 {
+		t.Errorf("the ask endpoint was consulted for configured names: %v", asked)
+	}
+	mu.Unlock()
+	p.waitLog("no certificate yet for a configured name", 10*time.Second)
+	for _, want := range []string{`"name":"b.conf.test"`, `"certificate":"a.conf.test (+1 SAN)"`, `"name":"solo.conf.test"`} {
+		if !strings.Contains(p.log.String(), want) {
+			t.Errorf("log has no %s", want)
+		}
+	}
+	if strings.Contains(p.log.String(), "ask endpoint") {
+		t.Error("the log mentions the ask endpoint for a configured name")
+	}
 }

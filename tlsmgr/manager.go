@@ -59,6 +59,7 @@ type Manager struct {
 	index    *certIndex
 	loader   *storeLoader
 	slots    orderSlots
+	notYet   notYetLog
 
 	defaultSNI atomic.Pointer[string]     // [listen] default_sni, for hellos without SNI
 	tickets    atomic.Pointer[tls.Config] // holds the fleet's session ticket keys
@@ -498,6 +499,13 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 				}
 			}
 		}
+		c, err := m.families[0].cfg.GetCertificate(hello)
+		if err != nil {
+			if certificate, ok := m.configuredAs(name); ok {
+				return nil, m.refuseNotYet(name, certificate)
+			}
+		}
+		return c, err
 	}
 	return m.families[0].cfg.GetCertificate(hello)
 }

@@ -245,7 +245,10 @@ func (m *Manager) onDemandCertificate(hello *tls.ClientHelloInfo) (*tls.Certific
 		return nil, false, nil
 	}
 	name := strings.ToLower(hello.ServerName)
-	if m.managed(name) || m.staticCovers(name) {
+	if m.mayHold(name) {
+		// configured (per-host, wildcard, shared or operator
+		// certificate) or already obtained on demand: never asked
+		// about, even while its certificate is still being ordered
 		return nil, false, nil
 	}
 	fams := od.v.families

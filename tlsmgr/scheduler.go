@@ -101,6 +101,19 @@ func (s *scheduler) start(ctx context.Context) {
 
 func (s *scheduler) wait() { s.wg.Wait() }
 
+// ordering reports whether an attempt for unit (a name, or "san:<id>") is in
+// flight for any key type.
+func (s *scheduler) ordering(unit string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.inflight {
+		if k.name == unit {
+			return true
+		}
+	}
+	return false
+}
+
 // drain starts no new attempts and waits, at most until limit, for those in
 // flight: an order the CA has already signed must reach storage, or a
 // restart would order it again.
