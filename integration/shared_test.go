@@ -126,3 +126,50 @@ func TestConfiguredNamesNeverAsk(t *testing.T) {
 		t.Error("the log mentions the ask endpoint for a configured name")
 	}
 }
+
+// TestSharedCertificateARI: a shared certificate is renewed when the CA's
+// renewal information (ARI) asks for it, long before a third of its
+// lifetime is left, for both key types.
+func TestSharedCertificateARI(t *testing.T) {
+	// a short Retry-After, so Portico reads ARI again within the test
+	e := newEnv(t, acmetest.PebbleOptions{ARIRetryAfter: 2 * time.Second})
+	hosts := []string{"a.ari.test", "b.ari.test"}
+	for _, h := range hosts {
+		e.dns.SetA(h, "127.0.0.1")
+	}
+	dir := t.TempDir()
+	cfg := e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`) + site(hosts, "certificate = \"shared\"\nrespond = \"s\"")
+	p := startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
+	old := waitShared(t, e, "127.0.0.1", hosts, 60*time.Second, nil)
+	now := time.Now()
+	for _, leaf := range old {
+		if leaf.NotAfter.Sub(now) < 60*24*time.Hour {
+			t.Fatalf("certificate expires %v; the test needs one far from its backstop renewal", leaf.NotAfter)
+		}
+		// the CA asks for renewal now: a window that has passed
+		if err := e.pebble.SetRenewalWindow(leaf, now.Add(-2*time.Hour), now.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renewed := waitShared(t, e, "127.0.0.1", hosts, 90*time.Second, func(leaf *x509.Certificate) bool {
+		for _, o := range old {
+			if o.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range renewed {
+		if renewed[i].PublicKeyAlgorithm != old[i].PublicKeyAlgorithm {
+			t.Errorf("renewal changed the key type: %v, was %v", renewed[i].PublicKeyAlgorithm, old[i].PublicKeyAlgorithm)
+		}
+	}
+	if n := len(e.pebble.Issued()); n != 4 {
+		t.Errorf("Pebble issued %d certificates, want 4 (two key types, renewed once)", n)
+	}
+	for _, want := range []string{`"renewal":true`, "renewal information (ARI) for shared certificate"} {
+		if !strings.Contains(p.log.String(), want) {
+			t.Errorf("log has no %s", want)
+		}
+	}
+}

@@ -188,6 +188,7 @@ func (m *Manager) obtainSAN(ctx context.Context, g *sanGroup, f *family, renew b
 	if err := m.storage.Store(ctx, sanKey(g.id, f.keyType), blob); err != nil {
 		return fmt.Errorf("store SAN certificate %s: %w", g.label(), err)
 	}
+	m.saveIssuedSANARI(ctx, g, f, issued, pair.Leaf)
 	if _, err := m.loadSAN(ctx, g, f); err != nil {
 		return err
 	}
