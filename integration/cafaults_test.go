@@ -25,13 +25,15 @@ import (
 // caInTheMiddle sits between Portico and Pebble and can fail, delay or hang
 // ACME calls. It rewrites Pebble's absolute URLs so every call goes through it.
 type caInTheMiddle struct {
-	mode  atomic.Value // "pass", "fail", "delay", "hang"
+	mode  atomic.Value // "pass", "fail", "delay", "hang", "hang-posts"
 	calls atomic.Int64
+	posts atomic.Int64 // ACME's state-changing requests: accounts, orders
 	srv   *httptest.Server
+	done  chan struct{} // closed at cleanup: hung calls end, so Close does not wait on them
 }
 
 func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
-	m := &caInTheMiddle{}
+	m := &caInTheMiddle{done: make(chan struct{})}
 	m.mode.Store("pass")
 	target, _ := url.Parse(pebble.DirectoryURL())
 	target.Path = ""
@@ -58,6 +60,9 @@ func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
 	}
 	m.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.calls.Add(1)
+		if r.Method == http.MethodPost {
+			m.posts.Add(1)
+		}
 		switch m.mode.Load() {
 		case "fail":
 			if r.Method == http.MethodPost {
@@ -73,13 +78,26 @@ func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
 				return
 			}
 		case "hang":
-			<-r.Context().Done()
+			m.hang(r)
 			return
+		case "hang-posts": // the directory answers; orders never finish
+			if r.Method == http.MethodPost {
+				m.hang(r)
+				return
+			}
 		}
 		rp.ServeHTTP(w, r)
 	})
-	t.Cleanup(m.srv.Close)
+	t.Cleanup(func() { close(m.done); m.srv.Close() })
 	return m
+}
+
+// hang holds a call until its client gives up or the test ends.
+func (m *caInTheMiddle) hang(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-m.done:
+	}
 }
 
 func (m *caInTheMiddle) rootsFile(t *testing.T) string {
