@@ -379,9 +379,15 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	}
 	m.setOnDemand(cfg)
 	m.mu.Lock()
+	var retired []string // on-demand names now in a shared or an operator's certificate
 	for n := range m.odNames {
 		if _, configured := want[n]; configured {
 			delete(m.odNames, n) // now in the config
+			continue
+		}
+		if m.sanCoversLocked(n) || coveredBy(covered, n) {
+			delete(m.odNames, n)
+			retired = append(retired, n)
 			continue
 		}
 		vars[n] = m.nameVar[n]
@@ -405,6 +411,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) {
 	m.names = want
 	m.mu.Unlock()
 
+	m.retireOnDemand(retired)
 	if len(removed) > 0 {
 		subjects := make([]certmagic.SubjectIssuer, len(removed))
 		for i, n := range removed {

@@ -192,8 +192,8 @@ func (m *Manager) loadOnDemandNames(ctx context.Context) []string {
 	m.mu.Lock()
 	for _, k := range keys {
 		name := k[strings.LastIndexByte(k, '/')+1:]
-		if _, configured := m.names[name]; configured || m.odNames[name] {
-			continue
+		if _, configured := m.names[name]; configured || m.odNames[name] || m.sanCoversLocked(name) {
+			continue // (the record stays: if the config drops the name, it is on-demand again)
 		}
 		m.odNames[name] = true
 		m.nameVar[name] = od.v
@@ -202,6 +202,18 @@ func (m *Manager) loadOnDemandNames(ctx context.Context) []string {
 	m.loader.add(names)
 	m.mu.Unlock()
 	return names
+}
+
+// retireOnDemand stops serving on-demand certificates for names the config
+// now puts in a shared certificate or an operator's: they leave the cache,
+// so the handshake index holds the configured certificate, and, no longer
+// on-demand, the names are never asked about again.
+func (m *Manager) retireOnDemand(names []string) {
+	for _, n := range names {
+		m.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: n}})
+		m.refresh(n)
+		m.logger.Info("on-demand name now configured; its on-demand certificate is no longer served", zap.String("name", n))
+	}
 }
 
 // recheckOnDemand drops on-demand names the ask endpoint no longer allows.

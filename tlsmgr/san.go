@@ -282,6 +282,16 @@ func (m *Manager) sanGroupList() []*sanGroup {
 	return out
 }
 
+// sanCoversLocked reports whether a shared certificate holds name, exactly
+// or by a wildcard. m.mu must be held.
+func (m *Manager) sanCoversLocked(name string) bool {
+	if m.sanByName[name] != nil {
+		return true
+	}
+	dot := strings.IndexByte(name, '.')
+	return dot > 0 && m.sanByName["*"+name[dot:]] != nil
+}
+
 // sanGroupFor returns the group whose label or any name is name.
 func (m *Manager) sanGroupFor(name string) *sanGroup {
 	m.mu.RLock()
