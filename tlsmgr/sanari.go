@@ -20,6 +20,12 @@ import (
 // keeps it in storage next to the certificate: every instance of a fleet
 // then renews at the one time selected in the window, honours the CA's
 // Retry-After, and a restart does not fetch again.
+//
+// One thing certmagic does that this cannot: its renewal orders name the
+// certificate they replace (ARI's "replaces"), which makes a renewal inside
+// the window exempt from Let's Encrypt's rate limits. It sets that through
+// an unexported context key that only its own renewals carry, so a shared
+// certificate's renewal is an ordinary order as far as rate limits go.
 
 // sanARI is the stored renewal information of one shared certificate and
 // key type.
