@@ -151,6 +151,9 @@ func (m *Manager) refreshSANARI(ctx context.Context, g *sanGroup, f *family, cer
 	if err := m.saveSANARI(ctx, g, f, rec); err != nil {
 		return false, err
 	}
+	if errors.Is(ferr, acme.ErrUnsupported) {
+		return false, nil // nothing to warn about, twice a day
+	}
 	if ferr != nil {
 		return false, fmt.Errorf("renewal information for %s from %s: %w", g.label(), issuerKey, ferr)
 	}
