@@ -2,10 +2,8 @@ package tlsmgr
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -17,8 +15,9 @@ import (
 )
 
 // TestConfiguredNamesNotOnDemand: a name obtained on demand that the config
-// then puts in a shared certificate is no longer on-demand (not restored
-// from its record at the next reload either), and neither it nor any other
+// then puts in a shared certificate or an operator's is no longer on-demand
+// (not restored from its record at the next reload either), and neither it
+// nor any other
 // configured name without a certificate reaches the ask endpoint: the
 // handshake fails at once with errNotYet. No CA is contacted (the
 // scheduler is not started).
@@ -45,35 +44,45 @@ upstreams = ["http://127.0.0.1:9"]
 		}
 		return cfg
 	}
+	opCert, opKey := writePair(t, t.TempDir(), "op", newCertFactory(t).leaf(t, true, "op.example.net"))
 	before := parse(head + "[[site]]\nhosts = [\"solo.example.net\"]\nrespond = \"s\"\n")
 	after := parse(head + "[[site]]\nhosts = [\"solo.example.net\"]\nrespond = \"s\"\n" +
-		"[[site]]\nhosts = [\"od.example.net\", \"two.example.net\"]\ncertificate = \"shared\"\nrespond = \"t\"\n")
+		"[[site]]\nhosts = [\"od.example.net\", \"two.example.net\"]\ncertificate = \"shared\"\nrespond = \"t\"\n" +
+		fmt.Sprintf("[[site]]\nhosts = [\"op.example.net\"]\nrespond = \"o\"\n[[certificate]]\ncert = %q\nkey = %q\n", opCert, opKey))
 	m, err := New(before, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop)
 	ctx := context.Background()
-	if err := m.storage.Store(ctx, odNameKey("od.example.net"), []byte("2026-11-30T00:00:00Z")); err != nil {
-		t.Fatal(err)
-	}
-	m.Apply(ctx, before)
-	if !m.odNames["od.example.net"] {
-		t.Fatal("the recorded on-demand name was not restored")
-	}
-	for range 2 { // the reload, then one more: the record must not bring it back
-		m.Apply(ctx, after)
-		m.mu.RLock()
-		od := m.odNames["od.example.net"]
-		m.mu.RUnlock()
-		if od {
-			t.Fatal("a name in a shared certificate is still on-demand")
+	recorded := []string{"od.example.net", "op.example.net"}
+	for _, n := range recorded {
+		if err := m.storage.Store(ctx, odNameKey(n), []byte("2026-11-30T00:00:00Z")); err != nil {
+			t.Fatal(err)
 		}
 	}
-	conn, peer := net.Pipe() // certmagic logs the client's address
-	t.Cleanup(func() { conn.Close(); peer.Close() })
+	m.Apply(ctx, before)
+	for _, n := range recorded {
+		if !m.odNames[n] {
+			t.Fatalf("the recorded on-demand name %s was not restored", n)
+		}
+	}
+	for range 2 { // the reload, then one more: the record must not bring them back
+		m.Apply(ctx, after)
+		for _, n := range recorded {
+			m.mu.RLock()
+			od := m.odNames[n]
+			m.mu.RUnlock()
+			if od {
+				t.Fatalf("%s, now in the config, is still on-demand", n)
+			}
+		}
+	}
+	if c, err := m.GetCertificate(modernHello("op.example.net")); err != nil || c.Leaf.DNSNames[0] != "op.example.net" {
+		t.Fatalf("op.example.net not served from the operator's certificate: %v", err)
+	}
 	for _, name := range []string{"od.example.net", "two.example.net", "solo.example.net"} {
-		_, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: name, SupportedVersions: []uint16{tls.VersionTLS13}, Conn: conn})
+		_, err := m.GetCertificate(modernHello(name))
 		if !errors.Is(err, errNotYet) {
 			t.Errorf("%s: %v, want errNotYet", name, err)
 		}

@@ -189,9 +189,14 @@ func (m *Manager) loadOnDemandNames(ctx context.Context) []string {
 		return nil
 	}
 	var names []string
-	m.mu.Lock()
+	recorded := make([]string, 0, len(keys))
 	for _, k := range keys {
-		name := k[strings.LastIndexByte(k, '/')+1:]
+		if name := k[strings.LastIndexByte(k, '/')+1:]; !m.staticCovers(name) {
+			recorded = append(recorded, name)
+		}
+	}
+	m.mu.Lock()
+	for _, name := range recorded {
 		if _, configured := m.names[name]; configured || m.odNames[name] || m.sanCoversLocked(name) {
 			continue // (the record stays: if the config drops the name, it is on-demand again)
 		}
