@@ -27,18 +27,20 @@ import (
 // caInTheMiddle sits between Portico and Pebble and can fail, delay or hang
 // ACME calls. It rewrites Pebble's absolute URLs so every call goes through it.
 type caInTheMiddle struct {
-	mode  atomic.Value // "pass", "fail", "delay", "hang"
+	mode  atomic.Value // "pass", "fail", "delay", "hang", "hang-posts"
 	calls atomic.Int64
+	posts atomic.Int64 // ACME's state-changing requests: accounts, orders
 	srv   *httptest.Server
 	// pendingFailures makes it answer like smallstep step-ca: a failed
 	// validation leaves the challenge and authorization "pending", with
 	// the error kept on the challenge
 	pendingFailures atomic.Bool
-	authzPolls      atomic.Int64 // requests for authorizations
+	authzPolls      atomic.Int64  // requests for authorizations
+	done            chan struct{} // closed at cleanup: hung calls end, so Close does not wait on them
 }
 
 func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
-	m := &caInTheMiddle{}
+	m := &caInTheMiddle{done: make(chan struct{})}
 	m.mode.Store("pass")
 	target, _ := url.Parse(pebble.DirectoryURL())
 	target.Path = ""
@@ -71,6 +73,9 @@ func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
 		if strings.HasPrefix(r.URL.Path, "/authZ/") {
 			m.authzPolls.Add(1)
 		}
+		if r.Method == http.MethodPost {
+			m.posts.Add(1)
+		}
 		switch m.mode.Load() {
 		case "fail":
 			if r.Method == http.MethodPost {
@@ -86,12 +91,17 @@ func startCAInTheMiddle(t *testing.T, pebble *acmetest.Pebble) *caInTheMiddle {
 				return
 			}
 		case "hang":
-			<-r.Context().Done()
+			m.hang(r)
 			return
+		case "hang-posts": // the directory answers; orders never finish
+			if r.Method == http.MethodPost {
+				m.hang(r)
+				return
+			}
 		}
 		rp.ServeHTTP(w, r)
 	})
-	t.Cleanup(m.srv.Close)
+	t.Cleanup(func() { close(m.done); m.srv.Close() })
 	return m
 }
 
@@ -117,6 +127,14 @@ func failedToPending(body []byte) []byte {
 	return out
 }
 
+// hang holds a call until its client gives up or the test ends.
+func (m *caInTheMiddle) hang(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-m.done:
+	}
+}
+
 func (m *caInTheMiddle) rootsFile(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "mitm-root.pem")
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.srv.Certificate().Raw})
@@ -124,6 +142,13 @@ func (m *caInTheMiddle) rootsFile(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// viaMiddle points a config made by e.acmeConfig at the middle instead of
+// at e's Pebble.
+func (m *caInTheMiddle) viaMiddle(t *testing.T, e *env, cfg string) string {
+	cfg = strings.Replace(cfg, fmt.Sprintf("ca = %q", e.pebble.DirectoryURL()), fmt.Sprintf("ca = %q", m.srv.URL+"/dir"), 1)
+	return strings.Replace(cfg, fmt.Sprintf("ca_roots = [%q]", e.pebble.RootsFile()), fmt.Sprintf("ca_roots = [%q]", m.rootsFile(t)), 1)
 }
 
 // TestCAFaults: a CA that returns errors gets each failure recorded and the
@@ -138,9 +163,7 @@ func TestCAFaults(t *testing.T) {
 	mitm := startCAInTheMiddle(t, e.pebble)
 	mitm.mode.Store("fail")
 	dir := t.TempDir()
-	base := strings.Replace(e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`), fmt.Sprintf("ca = %q", e.pebble.DirectoryURL()),
-		fmt.Sprintf("ca = %q", mitm.srv.URL+"/dir"), 1)
-	base = strings.Replace(base, fmt.Sprintf("ca_roots = [%q]", e.pebble.RootsFile()), fmt.Sprintf("ca_roots = [%q]", mitm.rootsFile(t)), 1)
+	base := mitm.viaMiddle(t, e, e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`))
 	base += "backoff = [\"1s\"]\n"
 	cfg := base + site([]string{"a.faults.test"}, `respond = "a"`)
 	p := startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))

@@ -309,6 +309,13 @@ check_interval = "1s"
 `, e.pebble.DirectoryURL(), e.pebble.RootsFile(), challenges, ip, e.httpPort, ip, e.httpsPort, storageDir)
 }
 
+// checkInterval sets [renewal] check_interval in a config made by
+// acmeConfig (whose own is "1s", so the periodic pass hides what Apply
+// alone does).
+func checkInterval(cfg, interval string) string {
+	return strings.Replace(cfg, `check_interval = "1s"`, fmt.Sprintf("check_interval = %q", interval), 1)
+}
+
 func (e *env) httpsAddr(ip string) string { return fmt.Sprintf("%s:%d", ip, e.httpsPort) }
 func (e *env) httpAddr(ip string) string  { return fmt.Sprintf("%s:%d", ip, e.httpPort) }
 

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"slices"
 	"strings"
@@ -25,17 +24,7 @@ func TestSharedCertificate(t *testing.T) {
 	dir := t.TempDir()
 	cfg := e.acmeConfig("127.0.0.1", dir+"/data", `"http-01"`) + site(hosts, "certificate = \"shared\"\nrespond = \"s\"")
 	startPortico(t, dir, cfg, e.httpsAddr("127.0.0.1"))
-	for _, h := range hosts {
-		for _, tc := range []struct {
-			tweak func(*tls.Config)
-			alg   x509.PublicKeyAlgorithm
-		}{{tls13, x509.ECDSA}, {rsaOnly, x509.RSA}} {
-			testkit.Eventually(t, 60*time.Second, h+" served", func() bool {
-				st, err := tryHandshake(e.httpsAddr("127.0.0.1"), h, e.pebble.IssuerRoots(), tc.tweak)
-				return err == nil && len(st.PeerCertificates[0].DNSNames) == 3 && st.PeerCertificates[0].PublicKeyAlgorithm == tc.alg
-			})
-		}
-	}
+	waitShared(t, e, "127.0.0.1", hosts, 60*time.Second, nil)
 	issued := e.pebble.Issued()
 	if len(issued) != 2 {
 		t.Fatalf("Pebble issued %d certificates, want 2 (one per key type)", len(issued))

@@ -55,6 +55,7 @@ type Manager struct {
 	index   *certIndex
 	loader  *storeLoader
 	slots   orderSlots
+	notYet  notYetLog
 
 	defaultSNI atomic.Pointer[string]     // [listen] default_sni, for hellos without SNI
 	tickets    atomic.Pointer[tls.Config] // holds the fleet's session ticket keys
@@ -373,7 +374,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 	sni := cfg.Listen.DefaultSNI
 	m.defaultSNI.Store(&sni)
 	covered := m.applyStatic(ctx, cfg.Certificates)
-	m.applySAN(ctx, m.sanGroupsOf(cfg, covered))
+	sanAdded := m.applySAN(ctx, m.sanGroupsOf(cfg, covered))
 	want := map[string]struct{}{}
 	vars := map[string]*variant{}
 	for _, s := range cfg.Sites {
@@ -395,9 +396,15 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 	}
 	m.setOnDemand(cfg)
 	m.mu.Lock()
+	var retired []string // on-demand names now in a shared or an operator's certificate
 	for n := range m.odNames {
 		if _, configured := want[n]; configured {
 			delete(m.odNames, n) // now in the config
+			continue
+		}
+		if m.sanCoversLocked(n) || coveredBy(covered, n) {
+			delete(m.odNames, n)
+			retired = append(retired, n)
 			continue
 		}
 		vars[n] = m.nameVar[n]
@@ -424,6 +431,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 	m.names = want
 	m.mu.Unlock()
 
+	m.retireOnDemand(retired)
 	if len(removed) > 0 {
 		subjects := make([]certmagic.SubjectIssuer, len(removed))
 		for i, n := range removed {
@@ -445,7 +453,9 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 		m.refresh(added...)
 		m.logger.Info("names managed", zap.Strings("names", added), zap.Duration("load_took", time.Since(start)))
 	}
-	// a pass now: new names, and new key types or CA settings, are ordered
+	// a pass now: new names (shared certificates' too: sanAdded), and new
+	// key types or CA settings, are ordered
+	_ = sanAdded
 	m.sched.kick()
 	return nil
 }
@@ -518,6 +528,13 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 				}
 			}
 		}
+		c, err := m.families[0].cfg.GetCertificate(hello)
+		if err != nil {
+			if certificate, ok := m.configuredAs(name); ok {
+				return nil, m.refuseNotYet(name, certificate)
+			}
+		}
+		return c, err
 	}
 	return m.defaultFamilies()[0].cfg.GetCertificate(hello)
 }

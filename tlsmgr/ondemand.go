@@ -189,11 +189,16 @@ func (m *Manager) loadOnDemandNames(ctx context.Context) []string {
 		return nil
 	}
 	var names []string
-	m.mu.Lock()
+	recorded := make([]string, 0, len(keys))
 	for _, k := range keys {
-		name := k[strings.LastIndexByte(k, '/')+1:]
-		if _, configured := m.names[name]; configured || m.odNames[name] {
-			continue
+		if name := k[strings.LastIndexByte(k, '/')+1:]; !m.staticCovers(name) {
+			recorded = append(recorded, name)
+		}
+	}
+	m.mu.Lock()
+	for _, name := range recorded {
+		if _, configured := m.names[name]; configured || m.odNames[name] || m.sanCoversLocked(name) {
+			continue // (the record stays: if the config drops the name, it is on-demand again)
 		}
 		m.odNames[name] = true
 		m.nameVar[name] = od.v
@@ -202,6 +207,18 @@ func (m *Manager) loadOnDemandNames(ctx context.Context) []string {
 	m.loader.add(names)
 	m.mu.Unlock()
 	return names
+}
+
+// retireOnDemand stops serving on-demand certificates for names the config
+// now puts in a shared certificate or an operator's: they leave the cache,
+// so the handshake index holds the configured certificate, and, no longer
+// on-demand, the names are never asked about again.
+func (m *Manager) retireOnDemand(names []string) {
+	for _, n := range names {
+		m.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: n}})
+		m.refresh(n)
+		m.logger.Info("on-demand name now configured; its on-demand certificate is no longer served", zap.String("name", n))
+	}
 }
 
 // recheckOnDemand drops on-demand names the ask endpoint no longer allows.
@@ -245,7 +262,10 @@ func (m *Manager) onDemandCertificate(hello *tls.ClientHelloInfo) (*tls.Certific
 		return nil, false, nil
 	}
 	name := strings.ToLower(hello.ServerName)
-	if m.managed(name) || m.staticCovers(name) {
+	if m.mayHold(name) {
+		// configured (per-host, wildcard, shared or operator
+		// certificate) or already obtained on demand: never asked
+		// about, even while its certificate is still being ordered
 		return nil, false, nil
 	}
 	fams := od.v.families

@@ -188,6 +188,7 @@ func (m *Manager) obtainSAN(ctx context.Context, g *sanGroup, f *family, renew b
 	if err := m.storage.Store(ctx, sanKey(g.id, f.keyType), blob); err != nil {
 		return fmt.Errorf("store SAN certificate %s: %w", g.label(), err)
 	}
+	m.saveIssuedSANARI(ctx, g, f, issued, pair.Leaf)
 	if _, err := m.loadSAN(ctx, g, f); err != nil {
 		return err
 	}
@@ -224,8 +225,11 @@ func (m *Manager) sanGroupsOf(cfg *config.Config, covered map[string]bool) map[s
 }
 
 // applySAN makes the managed SAN groups those of cfg: new groups are loaded
-// from storage, removed groups leave the cache.
-func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) {
+// from storage, removed groups leave the cache. It reports whether a group is
+// new, so that Apply starts a pass that orders what storage did not have, as
+// it does for new per-host names, instead of leaving it to the first
+// periodic pass (up to check_interval later).
+func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) (added bool) {
 	byName := map[string]*sanGroup{}
 	for _, g := range groups {
 		byName[g.label()] = g
@@ -256,6 +260,7 @@ func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) {
 		if _, had := old[id]; had {
 			continue
 		}
+		added = true
 		for _, f := range g.v.families {
 			if _, err := m.loadSAN(ctx, g, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				m.logger.Warn("could not load shared certificate; will retry", zap.String("certificate", g.label()), zap.Error(err))
@@ -263,6 +268,7 @@ func (m *Manager) applySAN(ctx context.Context, groups map[string]*sanGroup) {
 		}
 		m.logger.Info("shared certificate managed", zap.String("certificate", g.label()), zap.Strings("names", g.names))
 	}
+	return added
 }
 
 func (m *Manager) sanGroupList() []*sanGroup {
@@ -274,6 +280,16 @@ func (m *Manager) sanGroupList() []*sanGroup {
 	}
 	slices.SortFunc(out, func(a, b *sanGroup) int { return strings.Compare(a.names[0], b.names[0]) })
 	return out
+}
+
+// sanCoversLocked reports whether a shared certificate holds name, exactly
+// or by a wildcard. m.mu must be held.
+func (m *Manager) sanCoversLocked(name string) bool {
+	if m.sanByName[name] != nil {
+		return true
+	}
+	dot := strings.IndexByte(name, '.')
+	return dot > 0 && m.sanByName["*"+name[dot:]] != nil
 }
 
 // sanGroupFor returns the group whose label or any name is name.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,19 @@ func (s *scheduler) start(ctx context.Context) {
 
 func (s *scheduler) wait() { s.wg.Wait() }
 
+// ordering reports whether an attempt for unit (a name, or "san:<id>") is in
+// flight for any key type.
+func (s *scheduler) ordering(unit string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.inflight {
+		if k.name == unit {
+			return true
+		}
+	}
+	return false
+}
+
 // drain starts no new attempts and waits, at most until limit, for those in
 // flight: an order the CA has already signed must reach storage, or a
 // restart would order it again.
@@ -176,6 +190,7 @@ func (s *scheduler) considerSAN(ctx context.Context, g *sanGroup, f *family) {
 	}
 	if have {
 		s.m.checkExpiry(ctx, f, g.label(), cert, s.now())
+		s.refreshSANARI(ctx, g, f, cert)
 		if !s.due(ctx, f, "san:"+g.id, cert) {
 			return
 		}
@@ -202,6 +217,30 @@ func (s *scheduler) considerSAN(ctx context.Context, g *sanGroup, f *family) {
 		}
 		s.m.countOrder(f.keyType, have, true)
 		s.succeeded(ctx, g.label(), f)
+	})
+}
+
+// refreshSANARI fetches a shared certificate's renewal information (ARI)
+// when the stored one is stale, apart from the pass, so that a slow CA holds
+// up no other certificate. When the CA's selected time changes, the cached
+// due date is dropped and a pass started: a window that opened now is acted
+// on at once, not one check interval later.
+func (s *scheduler) refreshSANARI(ctx context.Context, g *sanGroup, f *family, cert certmagic.Certificate) {
+	if !s.m.sanARIStale(ctx, g, f, cert, s.now()) {
+		return
+	}
+	s.startAttempt(unitKey{"ari:" + g.id, f.keyType}, func() {
+		changed, err := s.m.refreshSANARI(ctx, g, f, cert)
+		if err != nil && ctx.Err() == nil {
+			s.m.logger.Warn("could not read the CA's renewal information (ARI); the backstop renewal time applies meanwhile",
+				zap.String("certificate", g.label()), zap.String("key_type", f.keyType), zap.Error(err))
+		}
+		if changed {
+			s.mu.Lock()
+			delete(s.ariCache, unitKey{"san:" + g.id, f.keyType})
+			s.mu.Unlock()
+			s.kick()
+		}
 	})
 }
 
@@ -273,7 +312,8 @@ func (s *scheduler) dueAt(ctx context.Context, f *family, name string, cert cert
 
 // ariEntry caches the ARI-selected renewal time of one certificate: it is
 // read from the certificate's metadata in storage (where certmagic keeps it
-// fresh, following the CA's Retry-After) at most every ariRecheck.
+// fresh, following the CA's Retry-After; for shared certificates, from the
+// record refreshSANARI keeps) at most every ariRecheck.
 type ariEntry struct {
 	hash     string
 	selected time.Time
@@ -292,7 +332,13 @@ func (s *scheduler) ari(ctx context.Context, f *family, name string, cert certma
 	if cached && e.hash == cert.Hash() && now.Sub(e.read) < ariRecheck {
 		return e.selected, e.ok
 	}
-	sel, ok := s.m.storedARI(ctx, f, name)
+	var sel time.Time
+	var ok bool
+	if id, shared := strings.CutPrefix(name, "san:"); shared {
+		sel, ok = s.m.storedSANARI(ctx, id, f, cert)
+	} else {
+		sel, ok = s.m.storedARI(ctx, f, name)
+	}
 	s.mu.Lock()
 	s.ariCache[key] = ariEntry{hash: cert.Hash(), selected: sel, ok: ok, read: now}
 	s.mu.Unlock()
