@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"testing"
 
+	"github.com/portico-proxy/portico/config"
 	"github.com/portico-proxy/portico/integration/testkit"
 )
 
@@ -43,5 +44,17 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 	addr := startBenchProxy(t, bc, cfg)
 	if n := perRequest(dialBenchClient(t, addr, clientTLS, host)); n > baseline {
 		t.Errorf("%v allocations per request through the proxy, %v without it: the fast path allocates", n, baseline)
+	}
+}
+
+// TestPoolPickAllocatesNothing: picking an upstream allocates nothing,
+// whatever the policy.
+func TestPoolPickAllocatesNothing(t *testing.T) {
+	for _, policy := range config.Policies {
+		p := benchPool(t, policy)
+		client := []byte("203.0.113.7")
+		if n := testing.AllocsPerRun(1000, func() { p.pick(client, 0) }); n != 0 {
+			t.Errorf("%s: %v allocations per pick", policy, n)
+		}
 	}
 }

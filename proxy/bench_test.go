@@ -283,3 +283,34 @@ func (c *benchClient) get() error {
 	_, err = c.br.Discard(n)
 	return err
 }
+
+// benchPool is a pool of 8 upstreams with policy, one of them out.
+func benchPool(tb testing.TB, policy string) *Pool {
+	cfg := config.DefaultPool(nil)
+	cfg.Policy = policy
+	for i := range 8 {
+		cfg.Upstreams = append(cfg.Upstreams, fmt.Sprintf("http://10.0.0.%d:8080", i+1))
+	}
+	p, err := newPool(cfg, &builder{s: &Server{logger: zap.NewNop(), transport: newTransport()}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.upstreams[3].down.Store(true)
+	return p
+}
+
+// BenchmarkPoolPick: the cost of picking an upstream, per policy.
+//
+//	go test ./proxy -run '^$' -bench BenchmarkPoolPick
+func BenchmarkPoolPick(b *testing.B) {
+	for _, policy := range config.Policies {
+		b.Run(policy, func(b *testing.B) {
+			p := benchPool(b, policy)
+			client := []byte("203.0.113.7")
+			b.ReportAllocs()
+			for b.Loop() {
+				p.pick(client, 0)
+			}
+		})
+	}
+}

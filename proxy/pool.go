@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -406,3 +407,69 @@ func random(n int) int { return rand.IntN(n) }
 
 // maphashBytes hashes a client address for ip_hash.
 func maphashBytes(b []byte) uint64 { return maphash.Bytes(ipHashSeed, b) }
+
+// PoolStatus is a pool as the admin API and status page show it.
+type PoolStatus struct {
+	Name      string           `json:"name"`   // the [[pool]]'s name, or a site's or route's first upstream
+	Policy    string           `json:"policy"` // round_robin, least_conn…
+	Health    string           `json:"health"` // the active check ("GET /healthz every 5s"), or ""
+	Upstreams []UpstreamStatus `json:"upstreams"`
+}
+
+// UpstreamStatus is one upstream of a pool.
+type UpstreamStatus struct {
+	URL      string `json:"url"`
+	State    string `json:"state"` // "up", "out: health checks", "out: failed attempts"
+	InFlight int64  `json:"in_flight"`
+}
+
+// PoolStatus lists the pools of the running config, the named ones first,
+// then the sites' and routes' own.
+func (s *Server) PoolStatus() []PoolStatus {
+	rt := s.router.Load()
+	seen := map[*Pool]bool{}
+	var named, own []PoolStatus
+	add := func(p *Pool, into *[]PoolStatus) {
+		if p == nil || seen[p] {
+			return
+		}
+		seen[p] = true
+		*into = append(*into, p.status())
+	}
+	names := make([]string, 0, len(rt.pools))
+	for n := range rt.pools {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		add(rt.pools[n], &named)
+	}
+	for _, site := range rt.sites() {
+		if site.def != nil {
+			add(site.def.pool, &own)
+		}
+		for _, r := range site.routes.Routes() {
+			add(r.Value.pool, &own)
+		}
+	}
+	return append(named, own...)
+}
+
+func (p *Pool) status() PoolStatus {
+	ps := PoolStatus{Name: poolLabel(p.cfg), Policy: p.cfg.Policy}
+	if p.cfg.HealthPath != "" {
+		ps.Health = "GET " + p.cfg.HealthPath + " every " + p.cfg.HealthInterval.Std().String()
+	}
+	now := time.Now().UnixNano()
+	for _, u := range p.upstreams {
+		st := UpstreamStatus{URL: u.label, State: "up", InFlight: u.inFlight.Load()}
+		switch {
+		case u.down.Load():
+			st.State = "out: health checks"
+		case u.outUntil.Load() > now:
+			st.State = "out: failed attempts"
+		}
+		ps.Upstreams = append(ps.Upstreams, st)
+	}
+	return ps
+}

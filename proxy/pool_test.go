@@ -225,6 +225,9 @@ func TestPoolActiveHealth(t *testing.T) {
 		c := ts.client(t, p.h2)
 		b.health.Store(503)
 		eventually(t, "b out after failing checks", func() bool { return counts(t, c, 4, nil)["b"] == 0 })
+		if st := ts.srv.PoolStatus(); len(st) != 1 || st[0].Upstreams[1].State != "out: health checks" || st[0].Upstreams[0].State != "up" {
+			t.Errorf("PoolStatus while b fails its checks: %+v", st)
+		}
 		if n := logs.FilterMessage("upstream failed its health checks; taken out").Len(); n == 0 {
 			t.Error("no log line says b was taken out")
 		}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/portico-proxy/portico/config"
@@ -77,6 +78,25 @@ func (r *Router) Lookup(host string) *Site {
 		return r.wildcard[suffix]
 	}
 	return nil
+}
+
+// sites returns the table's sites, each once, on-demand's last.
+func (r *Router) sites() []*Site {
+	seen := map[*Site]bool{}
+	var out []*Site
+	for _, m := range []map[string]*Site{r.exact, r.wildcard} {
+		for _, s := range m {
+			if !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *Site) int { return strings.Compare(a.name, b.name) })
+	if r.onDemand != nil {
+		out = append(out, r.onDemand)
+	}
+	return out
 }
 
 // maxHostLen bounds the hosts Lookup lowers: 253 for a DNS name, with room

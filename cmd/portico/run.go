@@ -256,6 +256,7 @@ func startAdmin(l config.Listen, certs admin.Certs, srv *proxy.Server, reload fu
 			Gatherer: reg,
 			Token:    l.AdminToken,
 			Logger:   logger,
+			Pools:    srv.PoolStatus,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

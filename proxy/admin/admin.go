@@ -39,6 +39,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/proxy"
 	"github.com/portico-proxy/portico/tlsmgr"
 )
 
@@ -68,6 +69,10 @@ type Options struct {
 	Token string
 	// Logger logs refused requests and failed actions; nil logs nothing.
 	Logger *zap.Logger
+	// Pools lists the upstream pools and each upstream's state
+	// (proxy.Server.PoolStatus), for GET /pools and the status page; nil
+	// shows none.
+	Pools func() []proxy.PoolStatus
 }
 
 // Handler returns the admin API. With a Token, every request must carry it.
@@ -100,6 +105,7 @@ func Handler(o Options) http.Handler {
 	route(http.MethodPost, "/certificates/{name}/retry", a.retry)
 	route(http.MethodPost, "/retry", a.retryAll)
 	route(http.MethodPost, "/reload", a.reload)
+	route(http.MethodGet, "/pools", a.pools)
 	var metrics http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "metrics are not enabled")
 	})
@@ -112,7 +118,7 @@ func Handler(o Options) http.Handler {
 	route(http.MethodGet, "/metrics", metrics.ServeHTTP)
 	route(http.MethodGet, "/{$}", a.page)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: see GET / (the status page), GET /certificates, POST /certificates/{name}/retry, POST /retry, POST /reload, GET /metrics", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: see GET / (the status page), GET /certificates, POST /certificates/{name}/retry, POST /retry, POST /reload, GET /pools, GET /metrics", r.URL.Path))
 	})
 	a.mux = mux
 	return a
@@ -203,6 +209,18 @@ func (a *api) certificates(w http.ResponseWriter, r *http.Request) {
 		return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.KeyType, y.KeyType))
 	})
 	writeJSON(w, http.StatusOK, certs)
+}
+
+// pools answers GET /pools: every upstream pool and its upstreams' state.
+func (a *api) pools(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.poolStatus())
+}
+
+func (a *api) poolStatus() []proxy.PoolStatus {
+	if a.Pools == nil {
+		return []proxy.PoolStatus{}
+	}
+	return a.Pools()
 }
 
 // RetryResult is the answer of POST /certificates/{name}/retry.

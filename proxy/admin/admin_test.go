@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/proxy"
 	"github.com/portico-proxy/portico/tlsmgr"
 )
 
@@ -564,5 +566,33 @@ func TestListenTCP(t *testing.T) {
 	}
 	if _, err := Listen(ln.Addr().String()); err == nil || !strings.HasPrefix(err.Error(), "admin API: ") {
 		t.Errorf("Listen on a port in use: %v", err)
+	}
+}
+
+// TestPools: GET /pools lists the pools and their upstreams' states, and
+// the status page shows them.
+func TestPools(t *testing.T) {
+	pools := []proxy.PoolStatus{{Name: "api", Policy: "least_conn", Health: "GET /healthz every 5s", Upstreams: []proxy.UpstreamStatus{
+		{URL: "http://10.0.0.7:9000", State: "up", InFlight: 2},
+		{URL: "http://10.0.0.8:9000", State: "out: health checks"},
+	}}}
+	h := Handler(Options{Certs: newFake(), Pools: func() []proxy.PoolStatus { return pools }})
+	a := call(t, h, http.MethodGet, "/pools", nil)
+	if got := decode[[]proxy.PoolStatus](t, a); a.code != http.StatusOK || !reflect.DeepEqual(got, pools) {
+		t.Fatalf("GET /pools: %d %s", a.code, a.body)
+	}
+	for _, key := range []string{`"name"`, `"policy"`, `"health"`, `"upstreams"`, `"url"`, `"state"`, `"in_flight"`} {
+		if !strings.Contains(a.body, key) {
+			t.Errorf("body has no %s:\n%s", key, a.body)
+		}
+	}
+	page := call(t, h, http.MethodGet, "/", nil).body
+	for _, want := range []string{`data-pool="api" data-state="out: health checks"`, "least_conn", "GET /healthz every 5s", "http://10.0.0.7:9000"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the status page has no %q", want)
+		}
+	}
+	if a := call(t, Handler(Options{Certs: newFake()}), http.MethodGet, "/pools", nil); strings.TrimSpace(a.body) != "[]" {
+		t.Errorf("without pools: %s", a.body)
 	}
 }

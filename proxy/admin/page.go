@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/portico-proxy/portico/proxy"
 	"github.com/portico-proxy/portico/tlsmgr"
 )
 
@@ -55,6 +56,7 @@ func (a *api) servePage(w http.ResponseWriter, r *http.Request, code int, author
 	if authorized {
 		now := a.now()
 		d.fill(a.Certs.Status(r.Context()), now)
+		d.Pools = a.poolStatus()
 	}
 	var buf bytes.Buffer
 	if err := pageTmpl.Execute(&buf, d); err != nil {
@@ -101,6 +103,7 @@ type pageData struct {
 
 	Axis   axis
 	Groups []certGroup
+	Pools  []proxy.PoolStatus
 }
 
 // axis is the time scale shared by every bar.
