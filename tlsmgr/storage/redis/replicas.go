@@ -12,7 +12,8 @@ import (
 )
 
 // ErrNotReplicated is returned (wrapped) by Store when the master has
-// replicas but none acknowledged the write within ReplicaAckTimeout. The
+// replicas but not all of them acknowledged the write within
+// ReplicaAckTimeout. The
 // master has the value, but a failover now could lose it, so the write
 // is not reported as done: certmagic keeps the certificate it has in
 // memory and stores it again at its next attempt.
@@ -20,7 +21,11 @@ var ErrNotReplicated = errors.New("no replica acknowledged the write")
 
 // writeAcked runs script on the master that owns routeKey and, when that
 // master has replicas, waits (WAIT, bounded by ReplicaAckTimeout) until
-// at least one of them has the write. Replication is asynchronous, so
+// every replica connected to it has the write. Every one, not one: a
+// Sentinel promotes the replica it thinks is most up to date from the
+// offsets it last polled, and under load that was seen to be a replica
+// that had not yet got a write another one had acknowledged (the
+// certificate was gone after the failover). Replication is asynchronous, so
 // without this a certificate stored a moment before the master dies
 // would be gone after the failover, although certmagic was told it was
 // stored and will not store it again. WAIT covers the writes made on its
@@ -88,7 +93,7 @@ func (s *Storage) writeAckedOn(ctx context.Context, node redis.UniversalClient, 
 	var wait *redis.Cmd
 	_, err = node.Pipelined(ctx, func(p redis.Pipeliner) error {
 		eval = script.Eval(ctx, p, keys, args...)
-		wait = p.Do(ctx, "WAIT", 1, s.ackTimeout.Milliseconds())
+		wait = p.Do(ctx, "WAIT", n, s.ackTimeout.Milliseconds())
 		return nil
 	})
 	if eval != nil && eval.Err() != nil {
@@ -97,8 +102,8 @@ func (s *Storage) writeAckedOn(ctx context.Context, node redis.UniversalClient, 
 	if err != nil {
 		return err
 	}
-	if acks, err := wait.Int64(); err != nil || acks < 1 {
-		return fmt.Errorf("%w within %v (the master has %d connected)", ErrNotReplicated, s.ackTimeout, n)
+	if acks, err := wait.Int64(); err != nil || acks < int64(n) {
+		return fmt.Errorf("%w within %v (%d of the %d connected)", ErrNotReplicated, s.ackTimeout, acks, n)
 	}
 	return nil
 }

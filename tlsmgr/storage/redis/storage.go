@@ -133,9 +133,9 @@ type Options struct {
 	TLS      bool
 	DB       int
 
-	// ReplicaAckTimeout bounds how long a Store waits for a replica to
-	// acknowledge the write (WAIT) when the master has replicas. A write
-	// no replica acknowledged in time is reported as failed, although
+	// ReplicaAckTimeout bounds how long a Store waits for the connected
+	// replicas to acknowledge the write (WAIT) when the master has
+	// replicas. A write not acknowledged in time is reported as failed, although
 	// the master has it: a failover could lose it. It must stay below the
 	// client's read timeout (3s unless a URL sets read_timeout), within
 	// which go-redis reads the WAIT's reply. Default:
