@@ -96,6 +96,12 @@ type Listen struct {
 	// and its X-Forwarded-Proto and X-Forwarded-Host passed on; every other
 	// client's X-Forwarded-* headers are replaced. Empty: trust no one.
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// ProxyProtocol are the IP addresses and CIDR networks of load
+	// balancers that open every connection to :80 and :443 with a PROXY
+	// protocol header (v1 or v2): the address it carries becomes the
+	// client's. A connection from them without one is closed, and so is a
+	// connection from anyone else that sends one. Empty: no PROXY protocol.
+	ProxyProtocol []string `toml:"proxy_protocol"`
 	// MaxConnections caps the connections open at once on each listener
 	// (:80 and :443 separately); more wait in the kernel's backlog until one
 	// closes. 0 means no limit.

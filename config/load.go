@@ -415,6 +415,17 @@ func (v *validator) validateHardening(l *Listen) {
 				"listen.trusted_proxies holds %q, which trusts every client: anyone can then set the X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host your upstreams see; list only your load balancers' addresses", p))
 		}
 	}
+	for _, p := range l.ProxyProtocol {
+		_, err := ParseTrustedProxy(p)
+		switch {
+		case err != nil:
+			v.bad("listen.proxy_protocol", `list IP addresses or CIDR networks of the load balancers that send PROXY headers, e.g. ["10.0.0.0/8"]`,
+				"%q: %v", p, err)
+		case isEverywhere(p):
+			v.warnings = append(v.warnings, fmt.Sprintf(
+				"listen.proxy_protocol holds %q: anyone who reaches the listeners directly can then claim any client address with a PROXY header; list only your load balancers' addresses", p))
+		}
+	}
 	if l.MaxConnections < 0 {
 		v.bad("listen.max_connections", "use 0 (no limit) or a positive number such as 10000", "%d is negative", l.MaxConnections)
 	}
@@ -437,8 +448,9 @@ func (v *validator) validateHardening(l *Listen) {
 	}
 }
 
-// ParseTrustedProxy parses one trusted_proxies entry: an IP address (a
-// network of one) or a CIDR network. Host bits after the mask are ignored.
+// ParseTrustedProxy parses one trusted_proxies (or proxy_protocol) entry:
+// an IP address (a network of one) or a CIDR network. Host bits after the
+// mask are ignored.
 func ParseTrustedProxy(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)

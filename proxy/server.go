@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,8 @@ type Server struct {
 	// listen is [listen] as it was at New: the listeners' settings are
 	// fixed at start (trusted_proxies excepted, which Swap applies).
 	listen config.Listen
+	// proxySources are [listen] proxy_protocol's networks (fixed at start).
+	proxySources trustedProxies
 
 	mu       sync.Mutex
 	servers  []*http.Server
@@ -87,6 +90,10 @@ func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, e
 		serveErr:  make(chan error, 2),
 	}
 	s.lean = &h1.Transport{Conns: s.upConns, Fallback: s.transport}
+	var err error
+	if s.proxySources, err = parseSources("listen.proxy_protocol", cfg.Listen.ProxyProtocol); err != nil {
+		return nil, err
+	}
 	s.access.dropped = accesslog.NewDroppedCounter()
 	if err := s.Swap(cfg); err != nil {
 		return nil, err
@@ -176,6 +183,9 @@ func fixedListenChanges(running, next config.Listen) []string {
 	}
 	if running.MaxHeaderBytes != next.MaxHeaderBytes {
 		keys = append(keys, "max_header_bytes")
+	}
+	if !slices.Equal(running.ProxyProtocol, next.ProxyProtocol) {
+		keys = append(keys, "proxy_protocol")
 	}
 	return keys
 }
@@ -292,6 +302,8 @@ func (s *Server) Start() error {
 	}
 	lim := s.limits()
 	limit := func(l net.Listener) net.Listener {
+		// the PROXY header comes first on the wire: below the limit and TLS
+		l = newProxyListener(l, s.proxySources, lim.headerTimeout, s.logger.Named("proxy_protocol"))
 		if lim.maxConns > 0 {
 			return newLimitListener(l, lim.maxConns)
 		}
