@@ -157,6 +157,10 @@ type Site struct {
 	RedirectHTTPS *bool    `toml:"redirect_https"`
 	HSTSMaxAge    Duration `toml:"hsts_max_age"`
 	Respond       string   `toml:"respond"`
+	// Compress are the content codings ("zstd", "gzip") the site's proxied
+	// answers may be compressed with, in the site's order of preference
+	// among those a client accepts equally. Empty: never compressed.
+	Compress []string `toml:"compress"`
 	// Certificate is "per-host" (default: one certificate per host) or
 	// "shared" (one SAN certificate with every host of the site).
 	Certificate string `toml:"certificate"`

@@ -645,6 +645,7 @@ func (v *validator) validateSites(cfg *Config, covered, pools map[string]bool) b
 				v.bad(base+".upstreams", "write upstreams as http://host:port or https://host:port", "%q: %v", redactURL(up), err)
 			}
 		}
+		v.validateCompress(base, s.Compress)
 		if s.HSTSMaxAge < 0 {
 			v.bad(base+".hsts_max_age", `use "0s" (off) or a positive duration such as "1440h"`, "negative duration")
 		} else if s.HSTSMaxAge > 0 && len(s.Hosts) > 0 {
@@ -654,6 +655,23 @@ func (v *validator) validateSites(cfg *Config, covered, pools map[string]bool) b
 		}
 	}
 	return needACME
+}
+
+// CompressEncodings are the content codings a site's compress may list.
+func CompressEncodings() []string { return []string{"zstd", "gzip"} }
+
+// validateCompress checks a site's compress list: known codings, each once.
+func (v *validator) validateCompress(base string, list []string) {
+	seen := map[string]bool{}
+	for _, e := range list {
+		switch {
+		case !slices.Contains(CompressEncodings(), e):
+			v.bad(base+".compress", `allowed: "zstd", "gzip", in the order the site prefers them, e.g. compress = ["zstd", "gzip"]`, "unknown encoding %q", e)
+		case seen[e]:
+			v.bad(base+".compress", "list each encoding once", "%q is listed twice", e)
+		}
+		seen[e] = true
+	}
 }
 
 // validateSiteACME checks a site's certificate mode and its challenge
