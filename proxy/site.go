@@ -29,10 +29,11 @@ type Site struct {
 	metrics  *siteMetrics         // nil when metrics are off
 	trusted  trustedProxies
 	logger   *zap.Logger // with the site's name
+	compress []string    // [[site]] compress: codings in order; nil: none
 }
 
 func newSite(sc config.Site, b *builder, trusted trustedProxies, logger *zap.Logger, m *metrics) (*Site, error) {
-	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted}
+	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted, compress: sc.Compress}
 	s.logger = logger.With(zap.String("site", s.name))
 	if m != nil {
 		s.metrics = m.forSite(s.name)
