@@ -411,3 +411,28 @@ func BenchmarkCompress(b *testing.B) {
 type countWriter int64
 
 func (w *countWriter) Write(p []byte) (int, error) { *w += countWriter(len(p)); return len(p), nil }
+
+// TestCompressionLeavesWebSocketsAlone: an upgrade that accepts gzip (as
+// browsers' do) is handed to net/http and switches protocols unencoded.
+func TestCompressionLeavesWebSocketsAlone(t *testing.T) {
+	up := wsUpstream(t)
+	site := proxySite([]string{"app.example.com"}, up.URL)
+	site.Compress = []string{"gzip"}
+	ts := startServer(t, testConfig(site))
+	conn := ts.dialRaw(t, true)
+	conn.SetDeadline(time.Now().Add(waitTimeout))
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("upgrade: %s, Content-Encoding %q", resp.Status, resp.Header.Get("Content-Encoding"))
+	}
+	io.WriteString(conn, "hello\n")
+	if got, err := br.ReadString('\n'); err != nil || got != "echo: hello\n" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+}
