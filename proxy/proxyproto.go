@@ -34,10 +34,12 @@ import (
 //     closed, so that a client cannot claim another address; a connection
 //     without one is served as it would be without proxy_protocol.
 //
-// On :80 a client from an unlisted source that sends nothing at all is
-// given header_timeout twice: once to show whether it opens with a
-// header, and once by net/http for its request's headers, which it
-// starts counting after. On :443 the TLS handshake's deadline covers both.
+// A connection from an unlisted source reports its own addresses without
+// looking for a header (none would be honoured), so that the look happens
+// at its first read, under the deadline of whoever reads: net/http's
+// header timeout on :80, the handshake's on :443. Otherwise net/http,
+// which asks for the addresses before it sets its deadline, would give a
+// client that sends nothing header_timeout twice.
 
 // proxyListener applies the PROXY protocol to the connections of a TCP
 // listener.
@@ -119,6 +121,23 @@ func (c *proxyConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// RemoteAddr is the header's source from a listed source (the
+// connection's own for LOCAL), and the connection's own from anyone else.
+func (c *proxyConn) RemoteAddr() net.Addr {
+	if !c.listed {
+		return c.raw.RemoteAddr()
+	}
+	return c.Conn.RemoteAddr()
+}
+
+// LocalAddr is RemoteAddr's counterpart (the header's destination).
+func (c *proxyConn) LocalAddr() net.Addr {
+	if !c.listed {
+		return c.raw.LocalAddr()
+	}
+	return c.Conn.LocalAddr()
 }
 
 // CloseWrite keeps net/http's half-close before closing (see limitListener).

@@ -238,6 +238,22 @@ func TestProxyProtocolRefusals(t *testing.T) {
 			t.Errorf("h2: %s %s", resp.Proto, resp.Status)
 		}
 	})
+	t.Run("silent client from an unlisted source", func(t *testing.T) {
+		// closed after one header_timeout on :80, not one to look for a
+		// PROXY header and another for the request's headers
+		cfg, _ := ppConfig(t, up.URL, "127.0.0.2/32")
+		cfg.Listen.HeaderTimeout = config.Duration(time.Second)
+		ts := startServer(t, cfg)
+		start := time.Now()
+		c, err := dialWith(context.Background(), ts.httpAddr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if d := recv(t, awaitClose(c), "the server to close a silent connection").Sub(start); d < time.Second || d > 1900*time.Millisecond {
+			t.Errorf("closed after %v, want header_timeout (1s)", d)
+		}
+	})
 	t.Run("listed source without a header", func(t *testing.T) {
 		cfg, _ := ppConfig(t, up.URL, "127.0.0.1/32")
 		ts, logs := startLogged(t, cfg)
