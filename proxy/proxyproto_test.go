@@ -23,10 +23,10 @@ import (
 	"github.com/portico-proxy/portico/config"
 )
 
-// ppHeader is a PROXY header from src (nil: a v2 LOCAL header).
+// ppHeader is a PROXY header from src ("": v2 LOCAL, v1 UNKNOWN).
 func ppHeader(t *testing.T, version byte, src string) []byte {
 	t.Helper()
-	h := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	h := &proxyproto.Header{Version: version, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
 	if src != "" {
 		ip := net.ParseIP(src)
 		dst := net.ParseIP("192.0.2.1")
@@ -88,7 +88,7 @@ func ppConfig(t *testing.T, up string, sources ...string) (*config.Config, strin
 
 // TestProxyProtocolAddressIsTheClient: from a listed source, the address
 // of a v1 or v2 header (TCP4, TCP6) is the client's on every path, in
-// X-Forwarded-For and the access log; a v2 LOCAL header keeps the
+// X-Forwarded-For and the access log; a v2 LOCAL (v1 UNKNOWN) header keeps the
 // connection's own.
 func TestProxyProtocolAddressIsTheClient(t *testing.T) {
 	up := newCountingUpstream(t)
@@ -105,6 +105,7 @@ func TestProxyProtocolAddressIsTheClient(t *testing.T) {
 		{"v2-tcp4", 2, "203.0.113.8", "203.0.113.8"},
 		{"v2-tcp6", 2, "2001:db8::8", "2001:db8::8"},
 		{"v2-local", 2, "", "127.0.0.1"},
+		{"v1-unknown", 1, "", "127.0.0.1"},
 	}
 	paths := []struct {
 		name, url string
