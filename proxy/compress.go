@@ -27,7 +27,7 @@ import (
 //
 // What is compressed: answers of a compressible type (compressibleType)
 // and of at least minCompressSize bytes, or of unknown length, that the
-// upstream did not encode itself. Never Range requests or 206 answers
+// upstream did not encode itself nor mark Cache-Control: no-transform. Never Range requests or 206 answers
 // (their byte ranges are of the identity encoding), HEAD, 204 and 304
 // (no body), 1xx. A compressed answer loses its Content-Length (the length
 // is not known before the end) and Accept-Ranges, gets Vary:
@@ -257,6 +257,8 @@ func (w *compressWriter) compresses(code int, h http.Header) bool {
 		return false
 	case h.Get("Content-Encoding") != "" || h.Get("Content-Range") != "":
 		return false // encoded by the upstream, or a range of the identity
+	case noTransform(h):
+		return false // the upstream forbids it (RFC 9110 §7.7)
 	case !compressibleType(h.Get("Content-Type")):
 		return false
 	}
@@ -266,6 +268,18 @@ func (w *compressWriter) compresses(code int, h http.Header) bool {
 		}
 	}
 	return true
+}
+
+// noTransform reports whether Cache-Control has no-transform.
+func noTransform(h http.Header) bool {
+	for _, v := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(d), "no-transform") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // varies reports whether a Vary header already covers Accept-Encoding.

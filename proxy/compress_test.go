@@ -125,6 +125,10 @@ func compressUpstream(t *testing.T) *httptest.Server {
 			h.Set("Content-Type", "text/plain")
 			h.Set("Content-Length", "1023")
 			io.WriteString(w, big[:1023])
+		case "/no-transform":
+			h.Set("Content-Type", "text/html")
+			h.Set("Cache-Control", "public, No-Transform")
+			io.WriteString(w, big)
 		case "/png":
 			h.Set("Content-Type", "image/png")
 			io.WriteString(w, big)
@@ -210,6 +214,7 @@ func TestCompression(t *testing.T) {
 		{"json without length, weak etag", "GET", "/json-stream", http.Header{"Accept-Encoding": {"gzip"}}, 200, "gzip", big, `W/"weak"`},
 		{"svg", "GET", "/svg", http.Header{"Accept-Encoding": {"zstd"}}, 200, "zstd", big, ""},
 		{"below 1 KiB", "GET", "/small", http.Header{"Accept-Encoding": {"gzip"}}, 200, "", big[:1023], ""},
+		{"no-transform", "GET", "/no-transform", http.Header{"Accept-Encoding": {"gzip"}}, 200, "", big, ""},
 		{"image", "GET", "/png", http.Header{"Accept-Encoding": {"gzip"}}, 200, "", big, ""},
 		{"pre-encoded by the upstream", "GET", "/pre-encoded", http.Header{"Accept-Encoding": {"zstd, gzip"}}, 200, "gzip", big, ""},
 		{"whole file", "GET", "/file", http.Header{"Accept-Encoding": {"gzip"}}, 200, "gzip", big, ""},
