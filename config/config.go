@@ -96,6 +96,12 @@ type Listen struct {
 	// and its X-Forwarded-Proto and X-Forwarded-Host passed on; every other
 	// client's X-Forwarded-* headers are replaced. Empty: trust no one.
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// ProxyProtocol are the IP addresses and CIDR networks of load
+	// balancers that open every connection to :80 and :443 with a PROXY
+	// protocol header (v1 or v2): the address it carries becomes the
+	// client's. A connection from them without one is closed, and so is a
+	// connection from anyone else that sends one. Empty: no PROXY protocol.
+	ProxyProtocol []string `toml:"proxy_protocol"`
 	// MaxConnections caps the connections open at once on each listener
 	// (:80 and :443 separately); more wait in the kernel's backlog until one
 	// closes. 0 means no limit.
@@ -172,6 +178,10 @@ type Site struct {
 	RedirectHTTPS *bool    `toml:"redirect_https"`
 	HSTSMaxAge    Duration `toml:"hsts_max_age"`
 	Respond       string   `toml:"respond"`
+	// Compress are the content codings ("zstd", "gzip") the site's proxied
+	// answers may be compressed with, in the site's order of preference
+	// among those a client accepts equally. Empty: never compressed.
+	Compress []string `toml:"compress"`
 	// Certificate is "per-host" (default: one certificate per host) or
 	// "shared" (one SAN certificate with every host of the site).
 	Certificate string `toml:"certificate"`

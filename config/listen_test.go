@@ -12,13 +12,17 @@ import (
 )
 
 // The [listen] keys that protect the listeners: trusted_proxies,
-// max_connections, header_timeout, idle_timeout, max_header_bytes.
+// proxy_protocol, max_connections, header_timeout, idle_timeout,
+// max_header_bytes.
 
 func TestListenHardeningDefaults(t *testing.T) {
 	cfg, _ := mustParse(t, acmeOK+siteOK, nil)
 	l := cfg.Listen
 	if len(l.TrustedProxies) != 0 {
 		t.Errorf("TrustedProxies = %q, want none", l.TrustedProxies)
+	}
+	if len(l.ProxyProtocol) != 0 {
+		t.Errorf("ProxyProtocol = %q, want none", l.ProxyProtocol)
 	}
 	if l.MaxConnections != 10000 {
 		t.Errorf("MaxConnections = %d, want 10000", l.MaxConnections)
@@ -34,6 +38,7 @@ func TestListenHardeningDefaults(t *testing.T) {
 func TestListenHardeningSet(t *testing.T) {
 	cfg, _ := mustParse(t, acmeOK+siteOK+`[listen]
 trusted_proxies = ["10.0.0.0/8", "192.168.1.5", "2001:db8::/32", "::1"]
+proxy_protocol = ["10.0.0.0/8", "2001:db8::5"]
 max_connections = 0
 header_timeout = "2s"
 idle_timeout = "30s"
@@ -42,6 +47,9 @@ max_header_bytes = 4096
 	l := cfg.Listen
 	if want := []string{"10.0.0.0/8", "192.168.1.5", "2001:db8::/32", "::1"}; !slices.Equal(l.TrustedProxies, want) {
 		t.Errorf("TrustedProxies = %q, want %q", l.TrustedProxies, want)
+	}
+	if want := []string{"10.0.0.0/8", "2001:db8::5"}; !slices.Equal(l.ProxyProtocol, want) {
+		t.Errorf("ProxyProtocol = %q, want %q", l.ProxyProtocol, want)
 	}
 	if l.MaxConnections != 0 || l.HeaderTimeout.Std() != 2*time.Second || l.IdleTimeout.Std() != 30*time.Second || l.MaxHeaderBytes != 4096 {
 		t.Errorf("Listen = %+v", l)
@@ -92,6 +100,14 @@ func TestListenHardeningRefusals(t *testing.T) {
 			"listen.trusted_proxies", `"10.0.0.5:80": not an IP address`, "IP addresses or CIDR networks"},
 		{"trusted proxy with a zone", `trusted_proxies = ["fe80::1%eth0"]`,
 			"listen.trusted_proxies", "zone", "IP addresses or CIDR networks"},
+		{"proxy_protocol source with a bad mask", `proxy_protocol = ["10.0.0.0/8", "10.0.0.0/40"]`,
+			"listen.proxy_protocol", `"10.0.0.0/40": not a CIDR network`, "send PROXY headers"},
+		{"proxy_protocol source that is a name", `proxy_protocol = ["lb.example.net"]`,
+			"listen.proxy_protocol", `"lb.example.net": not an IP address or CIDR network`, `["10.0.0.0/8"]`},
+		{"proxy_protocol source with a port", `proxy_protocol = ["10.0.0.5:80"]`,
+			"listen.proxy_protocol", `"10.0.0.5:80": not an IP address`, "IP addresses or CIDR networks"},
+		{"proxy_protocol as a string", `proxy_protocol = "10.0.0.0/8"`,
+			"listen.proxy_protocol", "", "README.md"},
 		{"negative max_connections", `max_connections = -1`,
 			"listen.max_connections", "-1 is negative", "0 (no limit)"},
 		{"negative header_timeout", `header_timeout = "-10s"`,
@@ -170,5 +186,14 @@ func TestListenHTTP3(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no listen.http3 problem in:\n%v", err)
+	}
+}
+
+func TestListenProxyProtocolEveryoneWarns(t *testing.T) {
+	for _, all := range []string{"0.0.0.0/0", "::/0"} {
+		cfg, _ := mustParse(t, acmeOK+siteOK+"[listen]\nproxy_protocol = [\""+all+"\"]\n", nil)
+		if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "claim any client address") {
+			t.Errorf("proxy_protocol = [%q]: warnings %q", all, cfg.Warnings)
+		}
 	}
 }

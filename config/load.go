@@ -426,6 +426,17 @@ func (v *validator) validateHardening(l *Listen) {
 				"listen.trusted_proxies holds %q, which trusts every client: anyone can then set the X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host your upstreams see; list only your load balancers' addresses", p))
 		}
 	}
+	for _, p := range l.ProxyProtocol {
+		_, err := ParseTrustedProxy(p)
+		switch {
+		case err != nil:
+			v.bad("listen.proxy_protocol", `list IP addresses or CIDR networks of the load balancers that send PROXY headers, e.g. ["10.0.0.0/8"]`,
+				"%q: %v", p, err)
+		case isEverywhere(p):
+			v.warnings = append(v.warnings, fmt.Sprintf(
+				"listen.proxy_protocol holds %q: anyone who reaches the listeners directly can then claim any client address with a PROXY header; list only your load balancers' addresses", p))
+		}
+	}
 	if l.MaxConnections < 0 {
 		v.bad("listen.max_connections", "use 0 (no limit) or a positive number such as 10000", "%d is negative", l.MaxConnections)
 	}
@@ -448,8 +459,9 @@ func (v *validator) validateHardening(l *Listen) {
 	}
 }
 
-// ParseTrustedProxy parses one trusted_proxies entry: an IP address (a
-// network of one) or a CIDR network. Host bits after the mask are ignored.
+// ParseTrustedProxy parses one trusted_proxies (or proxy_protocol) entry:
+// an IP address (a network of one) or a CIDR network. Host bits after the
+// mask are ignored.
 func ParseTrustedProxy(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
@@ -647,6 +659,7 @@ func (v *validator) validateSites(cfg *Config, covered, pools map[string]bool) b
 				v.bad(base+".upstreams", "write upstreams as http://host:port or https://host:port", "%q: %v", redactURL(up), err)
 			}
 		}
+		v.validateCompress(base, s.Compress)
 		if s.HSTSMaxAge < 0 {
 			v.bad(base+".hsts_max_age", `use "0s" (off) or a positive duration such as "1440h"`, "negative duration")
 		} else if s.HSTSMaxAge > 0 && len(s.Hosts) > 0 {
@@ -656,6 +669,23 @@ func (v *validator) validateSites(cfg *Config, covered, pools map[string]bool) b
 		}
 	}
 	return needACME
+}
+
+// CompressEncodings are the content codings a site's compress may list.
+func CompressEncodings() []string { return []string{"zstd", "gzip"} }
+
+// validateCompress checks a site's compress list: known codings, each once.
+func (v *validator) validateCompress(base string, list []string) {
+	seen := map[string]bool{}
+	for _, e := range list {
+		switch {
+		case !slices.Contains(CompressEncodings(), e):
+			v.bad(base+".compress", `allowed: "zstd", "gzip", in the order the site prefers them, e.g. compress = ["zstd", "gzip"]`, "unknown encoding %q", e)
+		case seen[e]:
+			v.bad(base+".compress", "list each encoding once", "%q is listed twice", e)
+		}
+		seen[e] = true
+	}
 }
 
 // validateSiteACME checks a site's certificate mode and its challenge

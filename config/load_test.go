@@ -138,7 +138,7 @@ func TestParseRefusals(t *testing.T) {
 			key: "sites[1]", msg: []string{"unknown key"}, fix: `did you mean "site"?`},
 		{name: "unknown key far from any known one lists the allowed keys",
 			src: acmeOK + siteOK + "[listen]\nbacklog = 128 " + marker + "\n",
-			key: "listen.backlog", msg: []string{"unknown key"}, fix: "allowed here: admin, admin_token, default_sni, header_timeout, http, http3, https, idle_timeout, max_connections, max_header_bytes, trusted_proxies"},
+			key: "listen.backlog", msg: []string{"unknown key"}, fix: "allowed here: admin, admin_token, default_sni, header_timeout, http, http3, https, idle_timeout, max_connections, max_header_bytes, proxy_protocol, trusted_proxies"},
 
 		// the ACME account
 		{name: "missing email",

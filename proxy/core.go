@@ -194,6 +194,19 @@ func (s *Site) serveRoute(w http.ResponseWriter, r *http.Request, rt *Route) {
 		rt.rules.applyResponse(w.Header(), &stateOf(r).vars)
 		http.Redirect(w, r, expandRedirect(rt.redirect, r), rt.status)
 	default:
+		if coding := mayCompress(r, s.compress); coding != "" {
+			cw := newCompressWriter(w, coding)
+			defer func() {
+				if p := recover(); p != nil {
+					cw.abandon() // an answer cut short (http.ErrAbortHandler): no end for it
+					panic(p)
+				}
+				// an error here is a client gone, which ReverseProxy saw
+				// already; the answer cannot be changed any more
+				cw.close()
+			}()
+			w = cw
+		}
 		rt.proxy.ServeHTTP(w, r)
 	}
 }

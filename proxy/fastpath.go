@@ -235,6 +235,18 @@ func (f *fastServer) route(c *fastConn) *Site {
 		site.maxBody > 0 && c.req.ContentLength > site.maxBody {
 		return nil
 	}
+	// A site that compresses, to a client that accepts one of its
+	// encodings: net/http compresses (compress.go). Compressing here too
+	// would be a second copy of that policy (types, sizes, ETag, Vary,
+	// flushes) in wire code that relays bytes without allocating, for a
+	// saving lost in the cost of compression itself (BenchmarkCompress:
+	// milliseconds of CPU per MiB against the tens of microseconds of
+	// net/http per request). The hand-off costs that connection the fast
+	// path, from this request on; requests without Accept-Encoding, or
+	// to sites without compress, stay here.
+	if len(site.compress) > 0 && c.acceptsCompression(site.compress) {
+		return nil
+	}
 	c.route = r
 	return site
 }

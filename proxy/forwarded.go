@@ -16,11 +16,17 @@ import (
 type trustedProxies []netip.Prefix
 
 func parseTrustedProxies(list []string) (trustedProxies, error) {
+	return parseSources("listen.trusted_proxies", list)
+}
+
+// parseSources parses a list of addresses and networks written as
+// trusted_proxies is (proxy_protocol is too); key names it in errors.
+func parseSources(key string, list []string) (trustedProxies, error) {
 	out := make(trustedProxies, 0, len(list))
 	for _, s := range list {
 		p, err := config.ParseTrustedProxy(s)
 		if err != nil {
-			return nil, fmt.Errorf("listen.trusted_proxies: %q: %w", s, err)
+			return nil, fmt.Errorf("%s: %q: %w", key, s, err)
 		}
 		out = append(out, p)
 	}

@@ -664,6 +664,7 @@ func TestSwapWarnsAboutFixedListenSettings(t *testing.T) {
 	next.Listen.HTTP, next.Listen.HTTPS = cfg.Listen.HTTP, cfg.Listen.HTTPS
 	next.Listen.HeaderTimeout = config.Duration(time.Minute)
 	next.Listen.MaxConnections = 7
+	next.Listen.ProxyProtocol = []string{"10.0.0.0/8"}
 	if err := ts.srv.Swap(next); err != nil {
 		t.Fatal(err)
 	}
@@ -671,7 +672,7 @@ func TestSwapWarnsAboutFixedListenSettings(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("%d warnings, want 1", len(entries))
 	}
-	if keys := fmt.Sprint(entries[0].ContextMap()["keys"]); keys != "[max_connections header_timeout]" {
+	if keys := fmt.Sprint(entries[0].ContextMap()["keys"]); keys != "[max_connections header_timeout proxy_protocol]" {
 		t.Errorf("warning names %s", keys)
 	}
 	// the running limits stay: a header sent over 3 s is still cut at 2 s

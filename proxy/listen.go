@@ -16,11 +16,14 @@ import (
 
 // The listener stacks:
 //
-//	:80   TCP ─► limitListener ─► framingListener ─► http.Server (HTTP/1.x)
-//	:443  TCP ─► limitListener ─► tlsListener ─┬─► *tls.Conn ─► http.Server (h2)
-//	                                           └─► tlsSniffConn ─► http.Server (HTTP/1.x)
+//	:80   TCP ─► [proxyListener] ─► limitListener ─► framingListener ─► http.Server (HTTP/1.x)
+//	:443  TCP ─► [proxyListener] ─► limitListener ─► tlsListener ─┬─► *tls.Conn ─► http.Server (h2)
+//	                                                              └─► tlsSniffConn ─► http.Server (HTTP/1.x)
 //	:443  UDP ─► quic.Transport ─► http3.Server (HTTP/3, [listen] http3; http3.go)
 //
+// The PROXY protocol layer (proxyproto.go, only with [listen]
+// proxy_protocol) is the first: its header precedes every other byte, and
+// the address it carries must be the peer of every layer above.
 // The limit counts TCP connections, handshakes included. The framing
 // tracker (framing.go) has to see HTTP/1.x bytes after decryption, and
 // net/http reads a *tls.Conn itself, so on :443 Portico completes the TLS

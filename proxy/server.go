@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,8 @@ type Server struct {
 	// listen is [listen] as it was at New: the listeners' settings are
 	// fixed at start (trusted_proxies excepted, which Swap applies).
 	listen config.Listen
+	// proxySources are [listen] proxy_protocol's networks (fixed at start).
+	proxySources trustedProxies
 
 	mu       sync.Mutex
 	servers  []*http.Server
@@ -91,6 +94,10 @@ func New(cfg *config.Config, certs Certificates, logger *zap.Logger) (*Server, e
 		serveErr:  make(chan error, 2),
 	}
 	s.lean = &h1.Transport{Conns: s.upConns, Fallback: s.transport}
+	var err error
+	if s.proxySources, err = parseSources("listen.proxy_protocol", cfg.Listen.ProxyProtocol); err != nil {
+		return nil, err
+	}
 	s.access.dropped = accesslog.NewDroppedCounter()
 	if err := s.Swap(cfg); err != nil {
 		return nil, err
@@ -198,6 +205,9 @@ func fixedListenChanges(running, next config.Listen) []string {
 	}
 	if running.HTTP3 != next.HTTP3 {
 		keys = append(keys, "http3")
+	}
+	if !slices.Equal(running.ProxyProtocol, next.ProxyProtocol) {
+		keys = append(keys, "proxy_protocol")
 	}
 	return keys
 }
@@ -344,6 +354,8 @@ func (s *Server) Start() error {
 		s.httpsPort = port
 	}
 	limit := func(l net.Listener) net.Listener {
+		// the PROXY header comes first on the wire: below the limit and TLS
+		l = newProxyListener(l, s.proxySources, lim.headerTimeout, s.logger.Named("proxy_protocol"))
 		if lim.maxConns > 0 {
 			return newLimitListener(l, lim.maxConns)
 		}

@@ -30,10 +30,11 @@ type Site struct {
 	trusted  trustedProxies
 	logger   *zap.Logger // with the site's name
 	maxBody  int64       // max_body_bytes; 0: no limit
+	compress []string    // [[site]] compress: codings in order; nil: none
 }
 
 func newSite(sc config.Site, b *builder, trusted trustedProxies, logger *zap.Logger, m *metrics) (*Site, error) {
-	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted, maxBody: sc.MaxBodyBytes}
+	s := &Site{name: sc.Hosts[0], redirect: sc.Redirects(), trusted: trusted, maxBody: sc.MaxBodyBytes, compress: sc.Compress}
 	s.logger = logger.With(zap.String("site", s.name))
 	if m != nil {
 		s.metrics = m.forSite(s.name)
