@@ -7,7 +7,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -77,21 +76,7 @@ func hardenedConfig(up string) *config.Config {
 func startLogged(t *testing.T, cfg *config.Config) (*testServer, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	c := certs(t)
-	srv, err := New(cfg, c.Source(), zap.New(core))
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	h, s := srv.Addrs()
-	return &testServer{srv: srv, httpAddr: h, https: s, certs: c}, logs
+	return startWith(t, cfg, nil, zap.New(core)), logs
 }
 
 // dialRaw opens a client connection to the plain listener, or a TLS one

@@ -73,25 +73,8 @@ func startH3(t *testing.T, cfg *config.Config) *testServer {
 // certificate) and a logger.
 func startH3Logged(t *testing.T, cfg *config.Config, src Certificates, logger *zap.Logger) *testServer {
 	t.Helper()
-	c := certs(t)
-	if src == nil {
-		src = c.Source()
-	}
 	cfg.Listen.HTTP3 = true
-	srv, err := New(cfg, src, logger)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	h, s := srv.Addrs()
-	return &testServer{srv: srv, httpAddr: h, https: s, certs: c}
+	return startWith(t, cfg, src, logger)
 }
 
 // keyTypeCerts holds an RSA and an ECDSA certificate for the same names
@@ -379,22 +362,7 @@ func TestHTTP3ShutdownDrains(t *testing.T) {
 
 	ts := startH3(t, testConfig(proxySite([]string{"slow.example.com"}, slow.URL)))
 	c, _ := ts.h3Client(t, ts.certs.Pool)
-	type result struct {
-		status int
-		body   string
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := c.Get("https://slow.example.com/")
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		done <- result{resp.StatusCode, string(b), err}
-	}()
+	done := getAsync(c, "https://slow.example.com/")
 	recv(t, started, "the slow request to reach its upstream")
 
 	shut := make(chan error, 1)

@@ -53,8 +53,19 @@ func proxySite(hosts []string, upstreams ...string) config.Site {
 
 func startServer(t testing.TB, cfg *config.Config) *testServer {
 	t.Helper()
+	return startWith(t, cfg, nil, zap.NewNop())
+}
+
+// startWith starts a proxy for cfg with a logger and the certificates of
+// src (nil: a fresh test certificate, which ts.certs holds), and shuts it
+// down when the test ends.
+func startWith(t testing.TB, cfg *config.Config, src Certificates, logger *zap.Logger) *testServer {
+	t.Helper()
 	c := certs(t)
-	srv, err := New(cfg, c.Source(), zap.NewNop())
+	if src == nil {
+		src = c.Source()
+	}
+	srv, err := New(cfg, src, logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -67,10 +78,33 @@ func startServer(t testing.TB, cfg *config.Config) *testServer {
 		srv.Shutdown(ctx)
 	})
 	h, s := srv.Addrs()
-	if h == "" || s == "" {
+	if s == "" {
 		t.Fatalf("Addrs() = %q, %q after Start", h, s)
 	}
 	return &testServer{srv: srv, httpAddr: h, https: s, certs: c}
+}
+
+// getResult is what getAsync got.
+type getResult struct {
+	status int
+	body   string
+	err    error
+}
+
+// getAsync sends a GET in the background; its result comes on the channel.
+func getAsync(c *http.Client, url string) <-chan getResult {
+	done := make(chan getResult, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			done <- getResult{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- getResult{resp.StatusCode, string(b), err}
+	}()
+	return done
 }
 
 func (ts *testServer) httpsPort() string {
@@ -725,22 +759,7 @@ func TestSwap(t *testing.T) {
 		t.Fatalf("new host before Swap: %s, want 404", resp.Status)
 	}
 
-	type result struct {
-		status int
-		body   string
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := c.Get("https://slow.example.com/")
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		done <- result{resp.StatusCode, string(b), err}
-	}()
+	done := getAsync(c, "https://slow.example.com/")
 	recv(t, started, "the slow request to reach its upstream")
 
 	// The new table drops slow.example.com, re-points app.example.com and
@@ -819,22 +838,7 @@ func TestShutdownDrains(t *testing.T) {
 				ts = startServer(t, testConfig(site))
 			}
 			c := ts.client(t, false)
-			type result struct {
-				status int
-				body   string
-				err    error
-			}
-			done := make(chan result, 1)
-			go func() {
-				resp, err := c.Get(scheme + "://slow.example.com/")
-				if err != nil {
-					done <- result{err: err}
-					return
-				}
-				defer resp.Body.Close()
-				b, err := io.ReadAll(resp.Body)
-				done <- result{resp.StatusCode, string(b), err}
-			}()
+			done := getAsync(c, scheme+"://slow.example.com/")
 			recv(t, started, "the slow request to reach its upstream")
 
 			shut := make(chan error, 1)
