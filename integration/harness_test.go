@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,24 +44,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output for assertions and failure reports.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // portico is one Portico process under test.
 type portico struct {
 	t          testing.TB
@@ -71,7 +51,7 @@ type portico struct {
 	configPath string
 	httpsAddr  string
 	cmd        *exec.Cmd
-	log        *syncBuffer
+	log        *testkit.Buffer
 	done       chan struct{}
 }
 
@@ -93,7 +73,7 @@ func launchPortico(t testing.TB, dir, config, httpsAddr string) *portico {
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &portico{t: t, name: filepath.Base(dir), configPath: path, httpsAddr: httpsAddr, log: &syncBuffer{}}
+	p := &portico{t: t, name: filepath.Base(dir), configPath: path, httpsAddr: httpsAddr, log: &testkit.Buffer{}}
 	p.launch()
 	t.Cleanup(func() {
 		p.stop()

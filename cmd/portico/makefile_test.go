@@ -1,35 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portico-proxy/portico/integration/testkit"
 )
-
-// lockedBuffer is a process's output, read while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestMakeRunStopsCleanly: Ctrl-C on `make run` (SIGINT to make and
 // Portico, the terminal's process group) is a clean stop: Portico drains
@@ -50,7 +32,7 @@ path = "data"
 hosts = ["localhost"]
 respond = "ok"
 `)
-	var out lockedBuffer
+	var out testkit.Buffer
 	cmd := exec.Command("make", "-s", "run", "CONFIG="+cfg)
 	cmd.Dir = repoRoot(t)
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -12,7 +12,6 @@
 package dnstest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -22,13 +21,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/portico-proxy/portico/config"
+	"github.com/portico-proxy/portico/integration/testkit"
 )
 
 // Knot is a running knotd serving one zone. Its methods are safe for
@@ -41,7 +40,7 @@ type Knot struct {
 	keyName string
 	keyAlg  string
 	key     string
-	log     *lockedBuffer
+	log     *testkit.Buffer
 }
 
 const (
@@ -83,7 +82,7 @@ func StartKnot(t testing.TB, zone string, records map[string]string) *Knot {
 		keyName: "portico-test-" + strings.TrimSuffix(strings.ReplaceAll(zone, ".", "-"), "-") + ".",
 		keyAlg:  keyAlg,
 		key:     base64.StdEncoding.EncodeToString(secret),
-		log:     &lockedBuffer{},
+		log:     &testkit.Buffer{},
 	}
 
 	dir := t.TempDir()
@@ -395,20 +394,3 @@ func (k *Knot) query(name string, qtype uint16) []dns.RR {
 
 // Log returns what knotd has logged so far.
 func (k *Knot) Log() string { return k.log.String() }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

@@ -1,7 +1,8 @@
 // Package testkit holds the helpers Portico's tests share: a self-signed
 // certificate (SelfSigned), a certificate source that serves it to a
-// proxy.Server or a tls.Config (StaticCerts), and a poll-until with a
-// deadline (Eventually).
+// proxy.Server or a tls.Config (StaticCerts), a poll-until with a
+// deadline (Eventually), and a buffer a process or server writes its log to
+// while the test reads it (Buffer).
 //
 // Each used to be written again in the package that needed it (a
 // self-signed certificate builder in proxy, cmd/portico, config and
