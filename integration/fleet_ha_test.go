@@ -12,8 +12,9 @@ import (
 	"github.com/portico-proxy/portico/tlsmgr/storage/redis/redisserver"
 )
 
-// haConfig is redisConfig with the [storage] lines given, for a fleet on
-// Sentinel or Cluster.
+// haConfig is the [acme]/[listen]/[storage] part of a config for a fleet
+// instance on ip, with the [storage] lines that say which Redis (a
+// redis_url, or Sentinel's or a Cluster's keys).
 func (e *env) haConfig(ip, storage string) string {
 	return fmt.Sprintf(`
 [acme]

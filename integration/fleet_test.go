@@ -18,26 +18,7 @@ import (
 // redisConfig is the [acme]/[listen]/[storage] part of a config for a fleet
 // instance on ip sharing one Redis.
 func (e *env) redisConfig(ip, redisURL string) string {
-	return fmt.Sprintf(`
-[acme]
-email = "ops@example.net"
-agree_tos = true
-ca = %q
-ca_roots = [%q]
-challenges = ["http-01"]
-
-[listen]
-http = "%s:%d"
-https = "%s:%d"
-
-[storage]
-backend = "redis"
-redis_url = %q
-prefix = "fleet"
-
-[renewal]
-check_interval = "1s"
-`, e.pebble.DirectoryURL(), e.pebble.RootsFile(), ip, e.httpPort, ip, e.httpsPort, redisURL)
+	return e.haConfig(ip, fmt.Sprintf("redis_url = %q", redisURL))
 }
 
 // TestFleetIssuesOnce: five Portico processes sharing one Redis, started at
