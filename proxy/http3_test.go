@@ -22,7 +22,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -345,20 +344,8 @@ func TestHTTP3SwapUnderOpenConnection(t *testing.T) {
 // TestHTTP3ShutdownDrains: Shutdown lets an HTTP/3 request in flight finish
 // and returns once it has, refusing new QUIC connections meanwhile.
 func TestHTTP3ShutdownDrains(t *testing.T) {
-	started := make(chan struct{}, 1)
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "slow done")
-	}))
-	t.Cleanup(slow.Close)
-	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	slow := newSlowUpstream(t)
+	started := slow.started
 
 	ts := startH3(t, testConfig(proxySite([]string{"slow.example.com"}, slow.URL)))
 	c, _ := ts.h3Client(t, ts.certs.Pool)
@@ -379,7 +366,7 @@ func TestHTTP3ShutdownDrains(t *testing.T) {
 		t.Fatalf("in-flight request ended early: %+v", r)
 	default:
 	}
-	releaseOnce.Do(func() { close(release) })
+	slow.releaseAll()
 	r := recv(t, done, "the in-flight request to finish")
 	if r.err != nil || r.status != http.StatusOK || r.body != "slow done" {
 		t.Fatalf("in-flight HTTP/3 request during Shutdown: %d %q %v, want 200 \"slow done\"", r.status, r.body, r.err)

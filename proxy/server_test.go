@@ -84,6 +84,36 @@ func startWith(t testing.TB, cfg *config.Config, src Certificates, logger *zap.L
 	return &testServer{srv: srv, httpAddr: h, https: s, certs: c}
 }
 
+// slowUpstream answers "slow done" once released: each request signals
+// started, then waits for a value on release (or releaseAll, which the
+// test's end calls).
+type slowUpstream struct {
+	*httptest.Server
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newSlowUpstream(t *testing.T) *slowUpstream {
+	t.Helper()
+	s := &slowUpstream{started: make(chan struct{}, 1), release: make(chan struct{})}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.started <- struct{}{}
+		select {
+		case <-s.release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "slow done")
+	}))
+	t.Cleanup(s.Close)
+	t.Cleanup(s.releaseAll)
+	return s
+}
+
+// releaseAll lets every waiting and later request finish.
+func (s *slowUpstream) releaseAll() { s.once.Do(func() { close(s.release) }) }
+
 // getResult is what getAsync got.
 type getResult struct {
 	status int
@@ -735,20 +765,8 @@ func TestTLSPolicy(t *testing.T) {
 
 func TestSwap(t *testing.T) {
 	a, b := echoUpstream(t, "a"), echoUpstream(t, "b")
-	started := make(chan struct{}, 1)
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "slow done")
-	}))
-	t.Cleanup(slow.Close)
-	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	slow := newSlowUpstream(t)
+	started := slow.started
 
 	ts := startServer(t, testConfig(
 		proxySite([]string{"app.example.com"}, a.URL),
@@ -784,7 +802,7 @@ func TestSwap(t *testing.T) {
 		t.Fatalf("slow request finished before its upstream answered: %+v", r)
 	default:
 	}
-	releaseOnce.Do(func() { close(release) })
+	slow.releaseAll()
 	r := recv(t, done, "the in-flight request to finish")
 	if r.err != nil || r.status != http.StatusOK || r.body != "slow done" {
 		t.Fatalf("in-flight request across Swap: %d %q %v, want 200 \"slow done\"", r.status, r.body, r.err)
@@ -812,20 +830,8 @@ func refused(addr string) bool {
 }
 
 func TestShutdownDrains(t *testing.T) {
-	started := make(chan struct{}, 1)
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "slow done")
-	}))
-	t.Cleanup(slow.Close)
-	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	slow := newSlowUpstream(t)
+	started, release := slow.started, slow.release
 
 	f := false
 	site := proxySite([]string{"slow.example.com"}, slow.URL)
