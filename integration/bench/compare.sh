@@ -23,6 +23,14 @@
 #   ACCESS_LOG=1 integration/bench/compare.sh    # both write an access log to a file
 #                                                # (nginx: combined, unbuffered; Portico: JSON)
 #   ONLY_WRK=1 integration/bench/compare.sh      # HTTP/1.1 only: no handshakes, no h2load
+#   CONNECT=ip integration/bench/compare.sh      # the old way: wrk to https://127.0.0.1:PORT/ with
+#                                                # -H 'Host: bench.test' (SNI 127.0.0.1, Host without port)
+#
+# By default the clients connect as a browser or curl would: wrk and h2load
+# to https://bench.test:PORT/, so SNI bench.test and Host bench.test:PORT.
+# When bench.test does not resolve to 127.0.0.1, they run in a private mount
+# namespace (unshare -m, root) whose /etc/hosts says so; the machine's own
+# /etc/hosts is not touched.
 #
 # Installs nginx, wrk and nghttp2-client (h2load) with apt-get when missing.
 # See integration/bench/README.md for what each number means.
@@ -38,6 +46,7 @@ H2_DURATION=${H2_DURATION:-8}
 PROFILE=${PROFILE:-}
 ACCESS_LOG=${ACCESS_LOG:-}
 ONLY_WRK=${ONLY_WRK:-}
+CONNECT=${CONNECT:-name}
 HOST=bench.test
 
 out=${OUT:-integration/bench/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -102,7 +111,7 @@ clk_tck=$(getconf CLK_TCK)
   h2load --version
   openssl version
   echo "kernel: $(uname -r), cpus: $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
-  echo "rounds=$ROUNDS warmup=${WARMUP}s wrk=${WRK_DURATION}s handshakes=${HS_DURATION}s x $HS_WORKERS workers h2load=${H2_DURATION}s"
+  echo "rounds=$ROUNDS warmup=${WARMUP}s wrk=${WRK_DURATION}s handshakes=${HS_DURATION}s x $HS_WORKERS workers h2load=${H2_DURATION}s connect=$CONNECT access_log=${ACCESS_LOG:-off}"
 } >"$out/versions.txt"
 cat "$out/versions.txt"
 
@@ -114,6 +123,42 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj "/CN=$HOST" -addext "$san" -keyout "$work/ecdsa.key" -out "$work/ecdsa.crt" 2>/dev/null
 openssl req -x509 -newkey rsa:2048 -nodes -days 30 \
   -subj "/CN=$HOST" -addext "$san" -keyout "$work/rsa.key" -out "$work/rsa.crt" 2>/dev/null
+
+# --- how the clients reach bench.test ------------------------------------------
+# as_client runs a load generator so that bench.test resolves to 127.0.0.1.
+in_namespace=
+case "$CONNECT" in
+name)
+  if ! getent hosts "$HOST" | grep -q '^127\.0\.0\.1[[:space:]]'; then
+    printf '127.0.0.1 %s\n' "$HOST" >"$work/hosts"
+    if ! unshare -m sh -c 'mount --bind "$0" /etc/hosts && getent hosts "$1"' "$work/hosts" "$HOST" >/dev/null 2>&1; then
+      echo "$HOST does not resolve to 127.0.0.1 and unshare -m is not allowed here (it needs root):" >&2
+      echo "add '127.0.0.1 $HOST' to /etc/hosts, or run with CONNECT=ip" >&2
+      exit 1
+    fi
+    in_namespace=1
+  fi
+  ;;
+ip) ;;
+*)
+  echo "CONNECT=$CONNECT: want name (SNI and Host bench.test, the default) or ip (https://127.0.0.1 with a Host header)" >&2
+  exit 1
+  ;;
+esac
+as_client() {
+  if [[ -n "$in_namespace" ]]; then
+    unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$work/hosts" "$@"
+  else
+    "$@"
+  fi
+}
+wrk_target() { # port → sets wrk_args, wrk's target arguments
+  if [[ "$CONNECT" == name ]]; then
+    wrk_args=("https://$HOST:$1/")
+  else
+    wrk_args=(-H "Host: $HOST" "https://127.0.0.1:$1/")
+  fi
+}
 
 # --- upstream -------------------------------------------------------------------
 "$work/upstream" -addr 127.0.0.1:0 -size 1024 -addr-file "$work/upstream.addr" >/dev/null &
@@ -244,13 +289,15 @@ log "nginx $nginx_version on 127.0.0.1:$nginx_port (pids $nginx_pids), portico o
 port_of() { if [[ $1 == nginx ]]; then echo "$nginx_port"; else echo "$portico_port"; fi; }
 pids_of() { if [[ $1 == nginx ]]; then echo "$nginx_pids"; else echo "$portico_pid"; fi; }
 
-# what each target negotiates with an OpenSSL client like wrk's (SNI 127.0.0.1),
-# and which certificate each handshake mode gets
+# what each target negotiates with an OpenSSL client like wrk's (SNI as
+# wrk sends it), and which certificate each handshake mode gets
+wrk_sni=$HOST
+[[ "$CONNECT" == ip ]] && wrk_sni=127.0.0.1
 for t in nginx portico; do
   port=$(port_of $t)
   {
-    echo "== $t, openssl s_client -servername 127.0.0.1 (as wrk)"
-    openssl s_client -connect "127.0.0.1:$port" -servername 127.0.0.1 </dev/null 2>/dev/null |
+    echo "== $t, openssl s_client -servername $wrk_sni (as wrk)"
+    openssl s_client -connect "127.0.0.1:$port" -servername "$wrk_sni" </dev/null 2>/dev/null |
       grep -E '^(New,|Peer signature type|Server Temp Key|Server public key)' || true
     for s in ecdsa rsa; do
       "$work/handshake" -check -addr "127.0.0.1:$port" -sni "$HOST" -sigalgs "$s"
@@ -287,7 +334,9 @@ to_ms() { # wrk latency such as 812.00us, 4.12ms, 1.02s → ms
 }
 
 h2_target_args() { # port → h2load arguments for https://bench.test on 127.0.0.1:port
-  if h2load --help 2>&1 | grep -q -- '--sni'; then
+  if [[ "$CONNECT" == name ]]; then
+    echo "https://$HOST:$1/"
+  elif h2load --help 2>&1 | grep -q -- '--sni'; then
     echo "--sni $HOST https://127.0.0.1:$1/"
   elif h2load --help 2>&1 | grep -q -- '--connect-to'; then
     echo "--connect-to=127.0.0.1:$1 https://$HOST:$1/"
@@ -304,11 +353,12 @@ measure() { # target round
   record "$t" "$r" load1 "$(cut -d' ' -f1 /proc/loadavg)"
 
   # (a)+(b) wrk, HTTP/1.1 keep-alive
-  wrk -t2 -c64 -d"${WARMUP}s" -H "Host: $HOST" "https://127.0.0.1:$port/" >/dev/null
+  wrk_target "$port"
+  as_client wrk -t2 -c64 -d"${WARMUP}s" "${wrk_args[@]}" >/dev/null
   f="$out/wrk-$t-$r.txt"
   c0=$(cpu_ticks "${pids[@]}")
   t0=$(date +%s.%N)
-  wrk -t2 -c64 -d"${WRK_DURATION}s" --latency -H "Host: $HOST" "https://127.0.0.1:$port/" >"$f"
+  as_client wrk -t2 -c64 -d"${WRK_DURATION}s" --latency "${wrk_args[@]}" >"$f"
   t1=$(date +%s.%N)
   c1=$(cpu_ticks "${pids[@]}")
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
@@ -349,7 +399,7 @@ measure() { # target round
   f="$out/h2load-$t-$r.txt"
   c0=$(cpu_ticks "${pids[@]}")
   # shellcheck disable=SC2046 # the target arguments are split on purpose
-  h2load -c16 -m8 -t1 -D"$H2_DURATION" $(h2_target_args "$port") >"$f" 2>&1 || true
+  as_client h2load -c16 -m8 -t1 -D"$H2_DURATION" $(h2_target_args "$port") >"$f" 2>&1 || true
   c1=$(cpu_ticks "${pids[@]}")
   h2=$(awk '/^finished in/ {gsub(/,/, ""); print $4}' "$f")
   reqs=$(awk '/^requests:/ {print $8}' "$f")
@@ -380,7 +430,8 @@ if [[ -n "$PROFILE" ]]; then
     port=$(port_of "$t")
     perf record -q -F 999 -g -o "$work/perf-$t.data" -p "$(pids_of "$t" | tr ' ' ',')" -- sleep "$WRK_DURATION" 2>/dev/null &
     perf_pid=$!
-    wrk -t2 -c64 -d"${WRK_DURATION}s" -H "Host: $HOST" "https://127.0.0.1:$port/" >/dev/null
+    wrk_target "$port"
+    as_client wrk -t2 -c64 -d"${WRK_DURATION}s" "${wrk_args[@]}" >/dev/null
     wait "$perf_pid" || true
     for view in "self --no-children --sort dso,symbol" "dso --no-children --sort dso" "children --children --sort symbol"; do
       # shellcheck disable=SC2086 # the view's options are split on purpose
