@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -55,6 +56,10 @@ type Limits struct {
 	ResponseHeaderTimeout time.Duration
 }
 
+// responseHeads lends roundTrip its ResponseHead, whose Fields would
+// otherwise grow anew for every response.
+var responseHeads = sync.Pool{New: func() any { return &ResponseHead{Fields: make([]Field, 0, 16)} }}
+
 type limitsKey struct{}
 
 // WithLimits returns ctx carrying l for Transport.
@@ -82,7 +87,9 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err // a *net.OpError "dial": Pool moves to the next upstream
 	}
-	r := &ResponseHead{}
+	// r is not kept past this call: response copies what it needs
+	r := responseHeads.Get().(*ResponseHead)
+	defer responseHeads.Put(r)
 	for {
 		// a canceled request (the client went away) ends its connection
 		stop := context.AfterFunc(ctx, func() { uc.Close() })
@@ -219,15 +226,55 @@ func (b clientBody) Read(p []byte) (int, error) {
 // header returns r's header lines as an http.Header; Transfer-Encoding is
 // left out (the body is decoded) and, with trailers, Trailer too.
 func (r *ResponseHead) header(chunked bool) http.Header {
-	h := make(http.Header, len(r.Fields))
+	// The names and values are copied out of the read buffer into one
+	// string, and the values' slices share one array: three allocations
+	// for the whole head, where a string per name, a string per value and
+	// a slice per value made an HTTP/2 request's largest share of garbage
+	// (pprof under h2load). A name already in canonical form is a
+	// substring of that one string, as CanonicalMIMEHeaderKey returns its
+	// argument when there is nothing to change.
+	size, n := 0, 0
 	for _, f := range r.Fields {
-		if f.Kind == KindTransferEncoding || (f.Kind == KindContentLength && chunked) {
+		if keepField(f, chunked) {
+			size += len(f.Name) + len(f.Value)
+			n++
+		}
+	}
+	h := make(http.Header, n)
+	if n == 0 {
+		return h
+	}
+	buf := make([]byte, 0, size)
+	for _, f := range r.Fields {
+		if keepField(f, chunked) {
+			buf = append(append(buf, f.Name...), f.Value...)
+		}
+	}
+	all := unsafe.String(unsafe.SliceData(buf), len(buf)) // buf is not written again
+	values := make([]string, n)
+	at, i := 0, 0
+	for _, f := range r.Fields {
+		if !keepField(f, chunked) {
 			continue
 		}
-		key := textproto.CanonicalMIMEHeaderKey(string(f.Name))
-		h[key] = append(h[key], string(f.Value))
+		key := textproto.CanonicalMIMEHeaderKey(all[at : at+len(f.Name)])
+		at += len(f.Name)
+		values[i] = all[at : at+len(f.Value)]
+		at += len(f.Value)
+		if prev, ok := h[key]; ok {
+			h[key] = append(prev, values[i])
+		} else {
+			h[key] = values[i : i+1 : i+1] // an append by the caller copies
+		}
+		i++
 	}
 	return h
+}
+
+// keepField reports whether a response head's field goes into its
+// http.Header.
+func keepField(f Field, chunked bool) bool {
+	return f.Kind != KindTransferEncoding && (f.Kind != KindContentLength || !chunked)
 }
 
 // response builds the http.Response for the head in r; its body reads the
