@@ -150,7 +150,12 @@ func (f *fastServer) serve(tc *tls.Conn) {
 		if !c.state.CompareAndSwap(connIdle, connActive) {
 			return
 		}
-		tc.SetReadDeadline(time.Now().Add(f.lim.headerTimeout))
+		// the rest of the head is due within the header timeout; when
+		// it is here already (one TLS record, the usual case), no read
+		// is left for that deadline to bound
+		if n, odd := h1.HeadLen(c.head(c.br.Buffered())); n == 0 && !odd {
+			tc.SetReadDeadline(time.Now().Add(f.lim.headerTimeout))
+		}
 		n, ok, err := c.readHead()
 		if err != nil {
 			return // a timeout or a broken connection: closed without an answer, as net/http does
@@ -164,7 +169,12 @@ func (f *fastServer) serve(tc *tls.Conn) {
 			handedOff = true
 			return
 		}
-		tc.SetReadDeadline(time.Time{}) // as net/http: no deadline on bodies and answers
+		if c.req.ContentLength > 0 {
+			// as net/http: no deadline on bodies. Without a body, the
+			// exchange does not read from the client, and the next turn
+			// sets the idle deadline.
+			tc.SetReadDeadline(time.Time{})
+		}
 		if !f.exchange(c, site, n) || f.shutting.Load() {
 			c.closeGently()
 			return

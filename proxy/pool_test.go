@@ -439,6 +439,71 @@ func TestPoolTimeoutsAndBodyLimit(t *testing.T) {
 	}
 }
 
+// TestPoolHeaderTimeoutReused: response_header_timeout on pooled
+// connections, whose read deadline is armed lazily (h1.Conn.arm): a
+// deadline left armed by the last answer and expired while the connection
+// idled neither costs the connection nor fails the next request; an
+// answer within the timeout is not cut short by a deadline armed a little
+// early; one that does not come is cut at the timeout, not before.
+func TestPoolHeaderTimeoutReused(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	var dials atomic.Int32
+	hold := make(chan struct{})
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			time.Sleep(timeout / 3) // the upstream's own pace, well within the timeout
+		case "/hold":
+			<-hold
+		}
+		io.WriteString(w, "ok")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(func() { close(hold); up.Close() })
+	pc := withDefaults(config.Pool{Name: "app", Upstreams: []string{up.URL}, ResponseHeaderTimeout: config.Duration(timeout)})
+	ts := startServer(t, poolConfig(pc, config.Site{}))
+	for _, p := range twoPaths {
+		t.Run(p.name, func(t *testing.T) {
+			c := ts.client(t, p.h2)
+			for i := 0; i < 50; i++ {
+				if resp, body := get(t, c, "https://app.example.com/"); resp.StatusCode != 200 {
+					t.Fatalf("GET %d: %s %q", i, resp.Status, body)
+				}
+			}
+			if resp, body := get(t, c, "https://app.example.com/slow"); resp.StatusCode != 200 {
+				t.Errorf("an answer after a third of the timeout: %s %q", resp.Status, body)
+			}
+			before := dials.Load()
+			// what is under test is time passing: the deadline armed for
+			// the last answer expires while its connection idles
+			time.Sleep(timeout + timeout/4)
+			if resp, body := get(t, c, "https://app.example.com/"); resp.StatusCode != 200 {
+				t.Errorf("after the idle connection's deadline expired: %s %q", resp.Status, body)
+			}
+			if n := dials.Load() - before; n != 0 {
+				t.Errorf("the idle connection whose deadline expired was not reused: %d new upstream connections", n)
+			}
+			// half a timeout after the last answer, whose deadline is
+			// still armed: the next one must be armed anew, not kept
+			time.Sleep(timeout / 2)
+			start := time.Now()
+			resp, _ := get(t, c, "https://app.example.com/hold")
+			took := time.Since(start)
+			if resp.StatusCode != 502 {
+				t.Errorf("an upstream that does not answer: %s", resp.Status)
+			}
+			if took < timeout-timeout/16 {
+				t.Errorf("cut after %v, before the %v timeout (less the sixteenth arm allows)", took, timeout)
+			}
+		})
+	}
+}
+
 // TestPoolTLSUpstream: an https:// upstream with a private CA (tls_ca) and
 // a client certificate (mTLS); the wrong CA is refused with a 502 and a log
 // line that says why.
