@@ -4,7 +4,8 @@
 # static certificates (an ECDSA P-256 and an RSA-2048 one for bench.test), no
 # access logs, nginx with one worker and an upstream keep-alive pool.
 #
-# For each target, in alternating rounds (nginx, Portico, nginx, Portico, …):
+# In rounds, each measurement of nginx next to the same of Portico, the
+# order swapped every round (nginx first, then Portico first, …):
 #   wrk      HTTP/1.1 keep-alive load (2 s warm-up, then -t2 -c64 for 10 s):
 #            req/s, p99 latency, the proxy's CPU per request
 #   handshake full TLS 1.3 handshakes (X25519, no resumption), 32 workers,
@@ -345,14 +346,18 @@ h2_target_args() { # port → h2load arguments for https://bench.test on 127.0.0
   fi
 }
 
-measure() { # target round
-  local t=$1 r=$2 port pids f c0 c1 t0 t1 rps reqs p99 errs hs h2
-  port=$(port_of "$t")
+# Each phase measures one target; the rounds run each phase for both
+# targets back to back (see below).
+setup_target() { # target → port, pids
+  port=$(port_of "$1")
   # shellcheck disable=SC2207 # pids are numbers
-  pids=($(pids_of "$t"))
-  record "$t" "$r" load1 "$(cut -d' ' -f1 /proc/loadavg)"
+  pids=($(pids_of "$1"))
+}
 
-  # (a)+(b) wrk, HTTP/1.1 keep-alive
+measure_wrk() { # target round: (a)+(b) wrk, HTTP/1.1 keep-alive
+  local t=$1 r=$2 port pids f c0 c1 t0 t1 rps reqs p99 errs
+  setup_target "$t"
+  record "$t" "$r" load1 "$(cut -d' ' -f1 /proc/loadavg)"
   wrk_target "$port"
   as_client wrk -t2 -c64 -d"${WARMUP}s" "${wrk_args[@]}" >/dev/null
   f="$out/wrk-$t-$r.txt"
@@ -371,14 +376,11 @@ measure() { # target round
   record "$t" "$r" wrk_cpu_pct "$(calc "($c1 - $c0) / $clk_tck / ($t1 - $t0) * 100")"
   record "$t" "$r" wrk_errors "$errs"
   log "  $t round $r: wrk $rps req/s, p99 ${p99} ms, errors $errs"
+}
 
-  if [[ -n "$ONLY_WRK" ]]; then
-    record "$t" "$r" rss_mib "$(hwm_mib "${pids[@]}")"
-    return
-  fi
-
-  # (c) full handshakes, ECDSA then RSA
-  local kind n total_errs=0
+measure_hs() { # target round: (c) full handshakes, ECDSA then RSA
+  local t=$1 r=$2 port pids f hs kind n total_errs=0
+  setup_target "$t"
   for kind in ecdsa rsa; do
     f="$out/handshake-$kind-$t-$r.txt"
     "$work/handshake" -addr "127.0.0.1:$port" -sni "$HOST" -sigalgs "$kind" -workers "$HS_WORKERS" \
@@ -394,8 +396,11 @@ measure() { # target round
     log "  $t round $r: $kind handshakes: $hs"
   done
   record "$t" "$r" hs_errors "$total_errs"
+}
 
-  # (d) h2load, HTTP/2
+measure_h2() { # target round: (d) h2load, HTTP/2
+  local t=$1 r=$2 port pids f c0 c1 reqs errs h2
+  setup_target "$t"
   f="$out/h2load-$t-$r.txt"
   c0=$(cpu_ticks "${pids[@]}")
   # shellcheck disable=SC2046 # the target arguments are split on purpose
@@ -410,16 +415,27 @@ measure() { # target round
   fi
   record "$t" "$r" h2_errors "${errs:-0}"
   log "  $t round $r: h2load ${h2:-?} req/s, failed+errored ${errs:-?}"
-
-  # (e) peak RSS so far
-  record "$t" "$r" rss_mib "$(hwm_mib "${pids[@]}")"
 }
 
+# Each measurement of one target is next to the same measurement of the
+# other, and the rounds alternate which goes first (nginx, Portico, then
+# Portico, nginx, …): the machine's pace drifts over minutes, and a ratio
+# of two runs seconds apart is the least touched by it.
+phases=(wrk)
+[[ -z "$ONLY_WRK" ]] && phases+=(hs h2)
 start=$SECONDS
 for r in $(seq "$ROUNDS"); do
   log "== round $r of $ROUNDS"
-  for t in nginx portico; do
-    measure "$t" "$r"
+  order=(nginx portico)
+  ((r % 2 == 0)) && order=(portico nginx)
+  for phase in "${phases[@]}"; do
+    for t in "${order[@]}"; do
+      "measure_$phase" "$t" "$r"
+    done
+  done
+  for t in nginx portico; do # (e) peak RSS so far
+    setup_target "$t"
+    record "$t" "$r" rss_mib "$(hwm_mib "${pids[@]}")"
   done
 done
 log "(rounds took $((SECONDS - start)) s)"
