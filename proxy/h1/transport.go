@@ -224,7 +224,9 @@ func (b clientBody) Read(p []byte) (int, error) {
 }
 
 // header returns r's header lines as an http.Header; Transfer-Encoding is
-// left out (the body is decoded) and, with trailers, Trailer too.
+// left out (the body is decoded), and so is Content-Length when the body is
+// chunked. Trailer stays (ReverseProxy drops it as hop-by-hop and announces
+// the trailers itself).
 func (r *ResponseHead) header(chunked bool) http.Header {
 	// The names and values are copied out of the read buffer into one
 	// string, and the values' slices share one array: three allocations
