@@ -43,17 +43,29 @@ func TestHTTP2Conformance(t *testing.T) {
 	t.Cleanup(bare.Close)
 	_, barePort, _ := net.SplitHostPort(bare.Listener.Addr().String())
 
-	proxied, proxiedFailed := runH2spec(t, ts.httpsPort())
-	plain, plainFailed := runH2spec(t, barePort)
-	if proxied < 100 || proxied != plain {
-		t.Fatalf("h2spec ran %d cases against the proxy and %d against net/http: want the same 100 or more", proxied, plain)
-	}
-	for name := range proxiedFailed {
-		if !plainFailed[name] {
-			t.Errorf("the proxy fails a case net/http passes: %s", name)
+	// a case failed by the proxy alone counts if it fails again in a
+	// second round: a few of h2spec's cases depend on timing (net/http
+	// itself fails "multiple values of SETTINGS_INITIAL_WINDOW_SIZE" in
+	// some runs and not in others)
+	var onlyProxy map[string]bool
+	for round := 0; round < 2 && (round == 0 || len(onlyProxy) > 0); round++ {
+		proxied, proxiedFailed := runH2spec(t, ts.httpsPort())
+		plain, plainFailed := runH2spec(t, barePort)
+		if proxied < 100 || proxied != plain {
+			t.Fatalf("h2spec ran %d cases against the proxy and %d against net/http: want the same 100 or more", proxied, plain)
 		}
+		again := map[string]bool{}
+		for name := range proxiedFailed {
+			if !plainFailed[name] && (round == 0 || onlyProxy[name]) {
+				again[name] = true
+			}
+		}
+		onlyProxy = again
+		t.Logf("h2spec round %d: %d cases; the proxy fails %d, net/http %d", round+1, proxied, len(proxiedFailed), len(plainFailed))
 	}
-	t.Logf("h2spec: %d cases; the proxy fails %d, net/http %d", proxied, len(proxiedFailed), len(plainFailed))
+	for name := range onlyProxy {
+		t.Errorf("the proxy fails a case net/http passes, twice: %s", name)
+	}
 }
 
 // runH2spec runs h2spec against localhost:port over TLS and returns how
