@@ -150,13 +150,7 @@ func (f *fastServer) serve(tc *tls.Conn) {
 		if !c.state.CompareAndSwap(connIdle, connActive) {
 			return
 		}
-		// the rest of the head is due within the header timeout; when
-		// it is here already (one TLS record, the usual case), no read
-		// is left for that deadline to bound
-		if n, odd := h1.HeadLen(c.head(c.br.Buffered())); n == 0 && !odd {
-			tc.SetReadDeadline(time.Now().Add(f.lim.headerTimeout))
-		}
-		n, ok, err := c.readHead()
+		n, ok, err := c.readHead(f.lim.headerTimeout)
 		if err != nil {
 			return // a timeout or a broken connection: closed without an answer, as net/http does
 		}
@@ -202,8 +196,11 @@ func (c *fastConn) head(n int) []byte {
 
 // readHead waits until the buffer holds a whole request head and returns
 // its length, or ok false when the fast path does not take it (a head
-// larger than the buffer, or with bare LF line ends).
-func (c *fastConn) readHead() (n int, ok bool, err error) {
+// larger than the buffer, or with bare LF line ends). The rest of the head
+// is due within timeout; when it is here already (one TLS record, the
+// usual case), no read is left for that deadline to bound, and none is set.
+func (c *fastConn) readHead(timeout time.Duration) (n int, ok bool, err error) {
+	deadline := false
 	for {
 		b := c.head(c.br.Buffered())
 		n, odd := h1.HeadLen(b)
@@ -214,6 +211,10 @@ func (c *fastConn) readHead() (n int, ok bool, err error) {
 			return n, true, nil
 		case len(b) == c.br.Size():
 			return 0, false, nil
+		}
+		if !deadline {
+			c.tc.SetReadDeadline(time.Now().Add(timeout))
+			deadline = true
 		}
 		if _, err := c.br.Peek(len(b) + 1); err != nil {
 			return 0, false, err

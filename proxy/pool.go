@@ -322,8 +322,8 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		// already (a deep Clone here was a fifth of the bytes allocated
 		// per HTTP/2 request).
 		out := req.WithContext(ctx)
-		url := *req.URL
-		out.URL = &url
+		target := *req.URL
+		out.URL = &target
 		out.URL.Scheme, out.URL.Host = u.url.Scheme, u.url.Host
 		if u.url.Scheme == "h2c" {
 			out.URL.Scheme = "http"
